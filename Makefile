@@ -1,0 +1,31 @@
+# runtime-agent: `make run` sets up and runs the examples; `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= $(CURDIR)/.data
+
+.PHONY: setup setup-test run test bench clean
+
+$(BIN)/python:
+	./scripts/setup-host.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+
+setup: $(BIN)/python
+	$(BIN)/pip install -q .
+
+setup-test: $(BIN)/python
+	$(BIN)/pip install -q ".[test]"
+
+# Starts an agent on the embedded store in $(DATA), deploys examples/ and invokes them.
+run: setup
+	$(BIN)/python examples/run_examples.py --data-dir $(DATA)
+
+test: setup-test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup-test
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .data

@@ -1,0 +1,197 @@
+"""Python bootstrap: pid 1 of a sandbox, runs one function's handler.
+
+Started by nsjail as ``python3 -I -S -B /var/runtime/bootstrap.py``. Stdlib
+only, no imports from the agent. Config arrives in the environment:
+``_HANDLER`` ("module.function"), ``_RUNTIME_CONTROL_FD`` (the control
+socket, removed from os.environ once read), ``AWS_LAMBDA_FUNCTION_NAME``,
+``AWS_LAMBDA_FUNCTION_VERSION``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``,
+``AWS_LAMBDA_LOG_GROUP_NAME``, ``AWS_LAMBDA_LOG_STREAM_NAME``.
+
+Wire protocol on the control socket (a SOCK_STREAM socketpair). Every frame:
+
+    0        1                5
+    +--------+----------------+---------------------------+
+    | kind   | length (u32 BE)| body (length bytes)       |
+    +--------+----------------+---------------------------+
+
+bootstrap -> agent, once, after loading the handler:
+    b"R"  ready        body: u64 BE start_ns | u64 BE loaded_ns
+                       (CLOCK_REALTIME at the first line of this file and
+                       after the handler was imported)
+    b"E"  init error   body: JSON {"errorMessage","errorType","stackTrace"};
+                       the bootstrap exits after sending it
+
+agent -> bootstrap, one at a time:
+    b"I"  invoke       body: u16 BE n | n bytes JSON header | payload
+                       header: {"id": request id, "deadline_ms": epoch ms,
+                       "arn": invoked ARN, "cc": client context or null}
+
+bootstrap -> agent, one per invoke:
+    b"S"  success      body: u64 BE handler_ns | result as JSON
+    b"F"  error        body: u64 BE handler_ns | error JSON as for b"E"
+
+Stdout and stderr go to pipes the agent reads as the function's log; both
+are flushed before each reply, so every line of an invocation is in the
+pipe before the agent sees its result. EOF on the control socket means the
+agent is gone: the bootstrap exits, and with it (pid 1) the whole sandbox.
+"""
+
+import time
+
+_START_NS = time.time_ns()
+
+import json  # noqa: E402  (after the start stamp on purpose)
+import os  # noqa: E402
+import struct  # noqa: E402
+import sys  # noqa: E402
+
+_U64 = struct.Struct(">Q")
+_HDR = struct.Struct(">cI")
+
+
+def _read_exact(fd, n):
+    buf = os.read(fd, n)
+    if len(buf) == n or not buf:
+        return buf
+    parts = [buf]
+    got = len(buf)
+    while got < n:
+        chunk = os.read(fd, n - got)
+        if not chunk:
+            return b""
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _send(fd, kind, body):
+    data = _HDR.pack(kind, len(body)) + body
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _error_doc(exc, error_type=None, tb=None):
+    # traceback is only needed on the error path; keep it off start-up.
+    import traceback
+
+    frames = traceback.format_list(traceback.extract_tb(tb or exc.__traceback__))
+    return {
+        "errorMessage": str(exc),
+        "errorType": error_type or type(exc).__name__,
+        "stackTrace": [f.rstrip("\n") for f in frames],
+    }
+
+
+class Context:
+    """The handler's ``context``, shaped like AWS Lambda's."""
+
+    __slots__ = ("aws_request_id", "function_name", "function_version", "memory_limit_in_mb",
+                 "invoked_function_arn", "log_group_name", "log_stream_name", "client_context",
+                 "identity", "_deadline_ms")
+
+    def __init__(self, header, env):
+        self.aws_request_id = header["id"]
+        self.invoked_function_arn = header["arn"]
+        self._deadline_ms = header["deadline_ms"]
+        self.client_context = header.get("cc")
+        self.identity = None
+        self.function_name = env[0]
+        self.function_version = env[1]
+        self.memory_limit_in_mb = env[2]
+        self.log_group_name = env[3]
+        self.log_stream_name = env[4]
+
+    def get_remaining_time_in_millis(self):
+        return max(int(self._deadline_ms - time.time() * 1000), 0)
+
+
+def _load_handler(spec):
+    module_name, _, func_name = spec.rpartition(".")
+    try:
+        import importlib
+
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001  any import failure is the function's
+        msg = f"Unable to import module '{module_name}': {exc}"
+        raise _InitError(msg, "Runtime.ImportModuleError", exc) from exc
+    handler = getattr(module, func_name, None)
+    if handler is None:
+        raise _InitError(f"Handler '{func_name}' missing on module '{module_name}'",
+                         "Runtime.HandlerNotFound", None)
+    if not callable(handler):
+        raise _InitError(f"Handler '{func_name}' on module '{module_name}' is not callable",
+                         "Runtime.HandlerNotFound", None)
+    return handler
+
+
+class _InitError(Exception):
+    def __init__(self, message, error_type, cause):
+        super().__init__(message)
+        self.error_type = error_type
+        self.cause = cause
+
+
+def main():
+    fd = int(os.environ.pop("_RUNTIME_CONTROL_FD"))
+    env = os.environ
+    info = (env.get("AWS_LAMBDA_FUNCTION_NAME", ""), env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"), env.get("AWS_LAMBDA_LOG_GROUP_NAME", ""),
+            env.get("AWS_LAMBDA_LOG_STREAM_NAME", ""))
+    task_root = env.get("LAMBDA_TASK_ROOT", "/var/task")
+    sys.path.insert(0, task_root)
+    os.chdir(task_root)
+    out, err = sys.stdout, sys.stderr
+    # Line buffering: a line printed just before a timeout still reaches the log.
+    out.reconfigure(line_buffering=True)
+    err.reconfigure(line_buffering=True)
+    try:
+        handler = _load_handler(env["_HANDLER"])
+    except _InitError as exc:
+        doc = _error_doc(exc.cause or exc, exc.error_type)
+        doc["errorMessage"] = str(exc)
+        print(f"[ERROR] {exc.error_type}: {exc}", file=err, flush=True)
+        _send(fd, b"E", json.dumps(doc).encode())
+        return 1
+    except BaseException as exc:  # SystemExit & co. at import time are init errors too
+        _send(fd, b"E", json.dumps(_error_doc(exc, "Runtime.Unknown")).encode())
+        return 1
+    _send(fd, b"R", _U64.pack(_START_NS) + _U64.pack(time.time_ns()))
+
+    loads, dumps, unpack_from = json.loads, json.dumps, struct.unpack_from
+    perf = time.perf_counter_ns
+    while True:
+        head = _read_exact(fd, 5)
+        if not head:
+            return 0
+        kind, length = _HDR.unpack(head)
+        body = _read_exact(fd, length) if length else b""
+        if kind != b"I" or len(body) != length:
+            return 2
+        (hlen,) = unpack_from(">H", body)
+        header = loads(body[2:2 + hlen])
+        payload = body[2 + hlen:]
+        t0 = perf()
+        try:
+            event = loads(payload) if payload else {}
+            result = handler(event, Context(header, info))
+            elapsed = perf() - t0
+            try:
+                data = dumps(result).encode()
+            except (TypeError, ValueError, OverflowError) as exc:
+                doc = {"errorMessage": f"Unable to marshal response: {exc}",
+                       "errorType": "Runtime.MarshalError", "stackTrace": []}
+                reply, data = b"F", dumps(doc).encode()
+            else:
+                reply = b"S"
+        except Exception as exc:  # noqa: BLE001  handler errors go back to the caller
+            elapsed = perf() - t0
+            reply, data = b"F", dumps(_error_doc(exc)).encode()
+            print(f"[ERROR] {type(exc).__name__}: {exc}", file=err)
+        out.flush()
+        err.flush()
+        _send(fd, reply, _U64.pack(elapsed) + data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The agent: owns the store, code, logs, sandboxes and invoker of one host.
+
+``Agent.open`` builds every part in dependency order; ``Agent.close`` tears
+them down in reverse, destroying every environment (no sandbox outlives the
+agent). The gRPC server is attached by ``runtime.cli.agent``; the core never
+imports gRPC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import resource
+from pathlib import Path
+
+from runtime.core.codestore import CodeStore
+from runtime.core.invoker import Invoker, InvokerSettings
+from runtime.core.logs import LogStore
+from runtime.core.registry import FunctionRegistry
+from runtime.core.runtimes import Runtime, discover
+from runtime.core.store import Store
+from runtime.sandbox.host import SandboxHost
+
+log = logging.getLogger("runtime.agent")
+
+
+def default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/runtime-agent")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "runtime-agent"
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSettings:
+    data_dir: Path
+    invoker: InvokerSettings = InvokerSettings()
+    log_cap_bytes: int = 64 * 1024 * 1024
+    rootless: bool | None = None
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, runtimes: dict[str, Runtime], host: SandboxHost,
+                 store: Store, code: CodeStore, logs: LogStore):
+        self.settings = settings
+        self.runtimes = runtimes
+        self.host = host
+        self.store = store
+        self.code = code
+        self.logs = logs
+        self.registry = FunctionRegistry(store, code, runtimes)
+        self.invoker = Invoker(self.registry, code, host, logs, runtimes, settings.invoker)
+
+    @classmethod
+    def open(cls, settings: AgentSettings) -> "Agent":
+        data = Path(settings.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        # The data dir holds every tenant's code and logs: only the agent reads it.
+        os.chmod(data, 0o700)
+        _raise_nofile()
+        host = SandboxHost(data / "run", rootless=settings.rootless)
+        swept = host.setup()
+        if swept:
+            log.warning("killed %d environment(s) left by an earlier agent", swept)
+        runtimes = discover()
+        return cls(settings, runtimes, host, Store(data / "registry.db"), CodeStore(data / "code"),
+                   LogStore(data / "logs", settings.log_cap_bytes))
+
+    def start(self) -> None:
+        """Starts background work; needs the running event loop."""
+        self.invoker.start()
+
+    async def close(self) -> None:
+        await self.invoker.close()
+        self.logs.close()
+        self.store.close()
+
+
+def _raise_nofile() -> None:
+    """Each environment holds a few fds in the agent; allow thousands of them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,0 +1,70 @@
+"""Protobuf messages <-> core dataclasses. No logic beyond field mapping."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from runtime.core.function import FunctionConfig, FunctionSpec
+from runtime.core.invoker import InvokeResult
+from runtime.core.logs import LogLine
+from runtime.v1 import function_pb2, invoker_pb2, logs_pb2
+
+START_KINDS = {"warm": invoker_pb2.WARM, "prewarmed": invoker_pb2.PREWARMED, "cold": invoker_pb2.COLD}
+STREAMS = {"stdout": logs_pb2.STDOUT, "stderr": logs_pb2.STDERR, "platform": logs_pb2.PLATFORM}
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def spec_from_pb(msg: function_pb2.FunctionSpec) -> FunctionSpec:
+    return FunctionSpec(
+        name=msg.name, runtime=msg.runtime, handler=msg.handler, memory_mb=msg.memory_mb,
+        timeout_seconds=msg.timeout_seconds, environment=dict(msg.environment),
+        description=msg.description, ephemeral_storage_mb=msg.ephemeral_storage_mb)
+
+
+def spec_to_pb(spec: FunctionSpec) -> function_pb2.FunctionSpec:
+    return function_pb2.FunctionSpec(
+        name=spec.name, runtime=spec.runtime, handler=spec.handler, memory_mb=spec.memory_mb,
+        timeout_seconds=spec.timeout_seconds, environment=dict(spec.environment),
+        description=spec.description, ephemeral_storage_mb=spec.ephemeral_storage_mb)
+
+
+def config_to_pb(cfg: FunctionConfig) -> function_pb2.FunctionConfiguration:
+    return function_pb2.FunctionConfiguration(
+        spec=spec_to_pb(cfg.spec), code_sha256=cfg.code_sha256, code_size=cfg.code_size,
+        code_unpacked_size=cfg.code_unpacked_size, version=cfg.version, function_arn=cfg.arn,
+        created=timestamp(cfg.created), last_modified=timestamp(cfg.last_modified),
+        revision=cfg.revision)
+
+
+def config_changes(msg) -> dict:
+    """Fields present in an UpdateFunctionConfigurationRequest."""
+    changes = {}
+    for field in ("runtime", "handler", "memory_mb", "timeout_seconds", "description",
+                  "ephemeral_storage_mb"):
+        if msg.HasField(field):
+            changes[field] = getattr(msg, field)
+    if msg.HasField("environment"):
+        changes["environment"] = dict(msg.environment.variables)
+    return changes
+
+
+def result_to_pb(r: InvokeResult) -> invoker_pb2.InvokeResponse:
+    t = r.timings
+    return invoker_pb2.InvokeResponse(
+        payload=r.payload, function_error=r.function_error, executed_version=r.executed_version,
+        request_id=r.request_id, start_kind=START_KINDS.get(r.start_kind, 0), log_result=r.log_tail,
+        status_code=r.status_code,
+        timings=invoker_pb2.InvokeTimings(
+            total_us=t.total_us, queue_us=t.queue_us, sandbox_us=t.sandbox_us,
+            runtime_start_us=t.runtime_start_us, code_load_us=t.code_load_us,
+            handler_us=t.handler_us, init_us=t.init_us))
+
+
+def log_to_pb(line: LogLine) -> logs_pb2.LogEvent:
+    return logs_pb2.LogEvent(time=timestamp(line.time), request_id=line.request_id,
+                             stream=STREAMS.get(line.stream, 0), message=line.message)

@@ -1,0 +1,142 @@
+"""A function's configuration and the rules every field must satisfy.
+
+The limits are AWS Lambda's (see docs/ARCHITECTURE.md, "Limits"), so code
+written for Lambda fits here unchanged. Validation happens once, when a spec
+enters the agent; everything downstream trusts a ``FunctionSpec``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Mapping
+
+from runtime.errors import InvalidParameterValue
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Python handler "module.function"; the module part may name a package path.
+PY_HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]+$")
+RESERVED_ENV_PREFIXES = ("AWS_", "LAMBDA_", "_")
+RESERVED_ENV_KEYS = frozenset({"TZ", "PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "LANG", "HOME"})
+
+MEMORY_MIN_MB, MEMORY_MAX_MB, MEMORY_DEFAULT_MB = 128, 10240, 128
+TIMEOUT_MIN_S, TIMEOUT_MAX_S, TIMEOUT_DEFAULT_S = 1, 900, 3
+TMP_MIN_MB, TMP_MAX_MB, TMP_DEFAULT_MB = 512, 10240, 512
+ENV_MAX_BYTES = 4096
+DESCRIPTION_MAX = 256
+LATEST = "$LATEST"
+ARN_PREFIX = "arn:runtime-agent:lambda:local:000000000000:function:"
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionSpec:
+    """What a developer sets. Defaults are filled in by ``validate``."""
+
+    name: str
+    runtime: str
+    handler: str
+    memory_mb: int = MEMORY_DEFAULT_MB
+    timeout_seconds: int = TIMEOUT_DEFAULT_S
+    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    description: str = ""
+    ephemeral_storage_mb: int = TMP_DEFAULT_MB
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["environment"] = dict(self.environment)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FunctionSpec":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionConfig:
+    """A deployed function: its spec plus what the agent derived."""
+
+    spec: FunctionSpec
+    code_sha256: str
+    code_size: int
+    code_unpacked_size: int
+    created: float  # Unix seconds
+    last_modified: float
+    revision: int
+    version: str = LATEST
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def arn(self) -> str:
+        return ARN_PREFIX + self.spec.name
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise InvalidParameterValue(
+            "name", f"{name!r} is not a valid function name: use 1-64 characters of [A-Za-z0-9_-]")
+    return name
+
+
+def _in_range(field: str, value: int, lo: int, hi: int, default: int, unit: str) -> int:
+    if value == 0:
+        return default
+    if not lo <= value <= hi:
+        raise InvalidParameterValue(field, f"{value} {unit} is out of range: allowed {lo}-{hi} {unit}")
+    return value
+
+
+def validate_environment(env: Mapping[str, str]) -> dict[str, str]:
+    total = 0
+    for key, value in env.items():
+        if not ENV_KEY_RE.match(key):
+            raise InvalidParameterValue(
+                "environment", f"key {key!r} is invalid: start with a letter, then at least one of [A-Za-z0-9_]")
+        if key.startswith(RESERVED_ENV_PREFIXES) or key in RESERVED_ENV_KEYS:
+            raise InvalidParameterValue(
+                "environment", f"key {key!r} is reserved by the runtime (AWS_*, LAMBDA_*, _*, "
+                f"{', '.join(sorted(RESERVED_ENV_KEYS))})")
+        if "\0" in value:
+            raise InvalidParameterValue("environment", f"value of {key!r} contains a NUL byte")
+        total += len(key.encode()) + len(value.encode())
+    if total > ENV_MAX_BYTES:
+        raise InvalidParameterValue(
+            "environment", f"variables take {total} bytes: at most {ENV_MAX_BYTES} bytes are allowed")
+    return dict(env)
+
+
+def validate_handler(runtime: str, handler: str) -> str:
+    if runtime.startswith("python"):
+        if not PY_HANDLER_RE.match(handler or ""):
+            raise InvalidParameterValue(
+                "handler", f"{handler!r} is not a Python handler: use 'module.function' (e.g. app.handler)")
+    elif not handler or len(handler) > 128 or any(c.isspace() for c in handler):
+        raise InvalidParameterValue("handler", f"{handler!r} is invalid: 1-128 characters, no spaces")
+    return handler
+
+
+def validate(spec: FunctionSpec, known_runtimes: Mapping[str, object]) -> FunctionSpec:
+    """Checks every field and fills in defaults; raises InvalidParameterValue."""
+    validate_name(spec.name)
+    if spec.runtime not in known_runtimes:
+        from runtime.errors import RuntimeNotAvailable
+
+        allowed = ", ".join(sorted(known_runtimes)) or "none"
+        raise RuntimeNotAvailable(
+            "runtime", f"{spec.runtime!r} is not available on this host: allowed {allowed}")
+    validate_handler(spec.runtime, spec.handler)
+    if len(spec.description) > DESCRIPTION_MAX:
+        raise InvalidParameterValue("description", f"at most {DESCRIPTION_MAX} characters are allowed")
+    return dataclasses.replace(
+        spec,
+        memory_mb=_in_range("memory_mb", spec.memory_mb, MEMORY_MIN_MB, MEMORY_MAX_MB, MEMORY_DEFAULT_MB, "MB"),
+        timeout_seconds=_in_range("timeout_seconds", spec.timeout_seconds, TIMEOUT_MIN_S, TIMEOUT_MAX_S,
+                                  TIMEOUT_DEFAULT_S, "s"),
+        ephemeral_storage_mb=_in_range("ephemeral_storage_mb", spec.ephemeral_storage_mb, TMP_MIN_MB,
+                                       TMP_MAX_MB, TMP_DEFAULT_MB, "MB"),
+        environment=validate_environment(spec.environment),
+    )

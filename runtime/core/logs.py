@@ -1,0 +1,165 @@
+"""Function logs: every line a function writes, kept per function with a cap.
+
+Each function has ``<dir>/<name>.log`` (JSON lines: ``t`` Unix seconds,
+``r`` request id, ``s`` stream, ``m`` message) and at most one rotated
+``<name>.log.1``; when the live file passes half the cap it replaces the
+rotated one, so a function never holds more than ``cap_bytes`` on disk and a
+log flood only ever costs its own oldest lines. Writes are buffered and
+flushed on a short timer (and before every read), keeping file I/O off the
+invoke path. Followers get new lines through an asyncio queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+DEFAULT_CAP = 64 * 1024 * 1024
+MAX_LINE = 256 * 1024
+FLUSH_INTERVAL_S = 0.2
+FOLLOW_QUEUE = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class LogLine:
+    time: float
+    request_id: str
+    stream: str  # stdout | stderr | platform
+    message: str
+
+
+class _FunctionLog:
+    def __init__(self, path: Path, cap: int):
+        self.path = path
+        self.cap = cap
+        self.file = open(path, "ab", buffering=256 * 1024)
+        self.size = self.file.tell()
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+        if self.size > self.cap // 2:
+            self.file.close()
+            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            self.file = open(self.path, "ab", buffering=256 * 1024)
+            self.size = 0
+
+
+class LogStore:
+    def __init__(self, root: Path, cap_bytes: int = DEFAULT_CAP):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        self.cap = cap_bytes
+        self._open: dict[str, _FunctionLog] = {}
+        self._followers: dict[str, set[asyncio.Queue]] = {}
+        self._captures: dict[str, list[str]] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
+
+    def _log(self, function: str) -> _FunctionLog:
+        log = self._open.get(function)
+        if log is None:
+            log = self._open[function] = _FunctionLog(self.root / f"{function}.log", self.cap)
+        return log
+
+    def append(self, function: str, request_id: str, stream: str, raw: bytes) -> None:
+        """Records one line (without its newline); long lines are split."""
+        text = raw.decode("utf-8", "replace")
+        now = time.time()
+        for start in range(0, max(len(text), 1), MAX_LINE):
+            part = text[start:start + MAX_LINE]
+            self._log(function).write(
+                json.dumps({"t": now, "r": request_id, "s": stream, "m": part}).encode() + b"\n")
+            capture = self._captures.get(request_id) if request_id else None
+            if capture is not None:
+                capture.append(part)
+            followers = self._followers.get(function)
+            if followers:
+                line = LogLine(now, request_id, stream, part)
+                for q in list(followers):
+                    if q.qsize() < FOLLOW_QUEUE:
+                        q.put_nowait(line)
+        if self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._flush_handle = loop.call_later(FLUSH_INTERVAL_S, self.flush)
+
+    def flush(self) -> None:
+        self._flush_handle = None
+        for log in self._open.values():
+            log.file.flush()
+
+    # -- per-invocation capture (LogType TAIL) --------------------------------
+    def start_capture(self, request_id: str) -> None:
+        self._captures[request_id] = []
+
+    def end_capture(self, request_id: str, limit: int = 4096) -> str:
+        lines = self._captures.pop(request_id, [])
+        text = "".join(line + "\n" for line in lines)
+        data = text.encode()
+        if len(data) > limit:
+            text = data[-limit:].decode("utf-8", "ignore")
+        return text
+
+    # -- reading ---------------------------------------------------------------
+    def read(self, function: str, start: float | None = None, end: float | None = None,
+             request_id: str = "") -> Iterator[LogLine]:
+        self.flush()
+        for path in (self.root / f"{function}.log.1", self.root / f"{function}.log"):
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:
+                continue
+            with f:
+                for raw in f:
+                    try:
+                        d = json.loads(raw)
+                    except ValueError:
+                        continue  # a line cut by a crash mid-write
+                    t = d["t"]
+                    if (start is not None and t < start) or (end is not None and t >= end):
+                        continue
+                    if request_id and d["r"] != request_id:
+                        continue
+                    yield LogLine(t, d["r"], d["s"], d["m"])
+
+    def follow(self, function: str) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue()
+        self._followers.setdefault(function, set()).add(q)
+        return q
+
+    def unfollow(self, function: str, q: asyncio.Queue) -> None:
+        self._followers.get(function, set()).discard(q)
+
+    def disk_bytes(self, function: str) -> int:
+        self.flush()
+        total = 0
+        for path in (self.root / f"{function}.log", self.root / f"{function}.log.1"):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def delete(self, function: str) -> None:
+        log = self._open.pop(function, None)
+        if log is not None:
+            log.file.close()
+        for path in (self.root / f"{function}.log", self.root / f"{function}.log.1"):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        for log in self._open.values():
+            log.file.close()
+        self._open.clear()

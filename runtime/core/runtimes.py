@@ -1,0 +1,88 @@
+"""Language runtimes this host can run, named as AWS Lambda names them.
+
+A runtime is an interpreter installed on the host plus a bootstrap shipped
+with the agent. Discovery runs once at agent start: each candidate
+interpreter is asked for its version and prefix, and only those that answer
+are offered. The host directories a runtime needs are bind-mounted read-only
+into every sandbox of that runtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import runtime as _pkg
+
+PYTHON_MINORS = range(8, 15)
+# Host directories every runtime needs: the dynamic loader, libc, the
+# interpreter's own tree. /lib and /bin are symlinks into /usr on merged-/usr
+# hosts; bind mounts resolve them.
+BASE_DIRS = ("/usr", "/lib", "/lib64", "/bin")
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    name: str              # "python3.11"
+    family: str            # "python"
+    executable: str        # host path of the interpreter
+    version: str           # "3.11.2"
+    host_dirs: tuple[str, ...]   # read-only bind mounts, same path inside
+    bootstrap_dir: Path    # mounted at /var/runtime
+    argv: tuple[str, ...]  # command inside the sandbox
+
+
+def bootstrap_root() -> Path:
+    """Installed bootstraps live in the package; a source checkout has them at the top."""
+    installed = Path(_pkg.__file__).parent / "_bootstraps"
+    if installed.is_dir():
+        return installed
+    return Path(_pkg.__file__).parent.parent / "bootstraps"
+
+
+def _probe_python(exe: str) -> tuple[str, str] | None:
+    try:
+        out = subprocess.run(
+            [exe, "-I", "-S", "-c", "import sys;print(sys.version.split()[0]);print(sys.base_prefix)"],
+            capture_output=True, text=True, timeout=10, check=True).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0], out[1]
+
+
+def _python_candidates(minor: int) -> list[str]:
+    name = f"python3.{minor}"
+    seen, found = set(), []
+    for path in (f"/usr/bin/{name}", f"/usr/local/bin/{name}", shutil.which(name)):
+        if path and os.access(path, os.X_OK):
+            real = os.path.realpath(path)
+            if real not in seen:
+                seen.add(real)
+                found.append(path)
+    return found
+
+
+def discover() -> dict[str, Runtime]:
+    runtimes: dict[str, Runtime] = {}
+    boot = bootstrap_root()
+    for minor in PYTHON_MINORS:
+        for exe in _python_candidates(minor):
+            probed = _probe_python(exe)
+            if not probed:
+                continue
+            version, prefix = probed
+            dirs = [d for d in BASE_DIRS if os.path.exists(d)]
+            # An interpreter outside /usr (pyenv, /opt) brings its own tree.
+            for extra in {prefix, os.path.dirname(os.path.realpath(exe))}:
+                if not any(extra == d or extra.startswith(d + "/") for d in dirs):
+                    dirs.append(extra)
+            name = f"python3.{minor}"
+            runtimes[name] = Runtime(
+                name=name, family="python", executable=exe, version=version, host_dirs=tuple(dirs),
+                bootstrap_dir=boot / "python",
+                argv=(exe, "-I", "-S", "-B", "/var/runtime/bootstrap.py"))
+            break
+    return runtimes

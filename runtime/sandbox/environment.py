@@ -1,0 +1,427 @@
+"""One execution environment: an nsjail sandbox running one function's bootstrap.
+
+Lifecycle (events in this order; ``destroy`` is idempotent and always last):
+
+    start() ──> STARTING ──ready──> IDLE <──> BUSY ──> DEAD
+                    └──init error / death──────────────> DEAD
+
+Owned by the agent's event-loop thread; nothing here is thread-safe. The
+agent holds, per environment: the nsjail process (watched through a pidfd),
+one end of the control socketpair (an ``asyncio.Protocol``), and two pipes
+carrying the function's stdout and stderr. Frames on the control socket are
+described in ``bootstraps/python/bootstrap.py``.
+
+Process hygiene: the sandbox's pid 1 is the bootstrap, so when it exits the
+kernel kills everything else in the pid namespace. ``destroy`` kills nsjail
+(its child has PDEATHSIG=SIGKILL), then the environment's cgroup directory
+kills anything left and is removed. If the agent dies, the control socket
+closes and the bootstrap exits on EOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import errno
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+from typing import Callable
+
+from runtime.errors import FunctionErrorType, SandboxError, os_error
+from runtime.jail import compose
+from runtime.jail.spec import SandboxSpec
+from runtime.sandbox.host import CONTROL_FD_ENV
+
+_HDR = struct.Struct(">cI")
+_U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+MAX_RESPONSE = 6 * 1024 * 1024
+# A frame larger than this is a broken or hostile bootstrap, not a response.
+MAX_FRAME = MAX_RESPONSE + 1024 * 1024
+LOG_READ = 65536
+# nsjail's own exit status when it cannot set the sandbox up.
+NSJAIL_FAILED = 255
+
+LogSink = Callable[[str, str, bytes], None]  # (request_id, stream, line)
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DEAD = "dead"
+
+
+@dataclasses.dataclass
+class Outcome:
+    """Result of one invocation as the environment saw it."""
+
+    payload: bytes
+    error_type: str = ""          # "" on success, else the errorType
+    handler_ns: int = 0
+    fatal: bool = False           # the environment died or was killed
+
+
+@dataclasses.dataclass(frozen=True)
+class InitTimings:
+    spawn_ns: int        # CLOCK_REALTIME before spawning nsjail
+    start_ns: int        # bootstrap's first line
+    ready_ns: int        # handler loaded
+
+
+class InitFailed(Exception):
+    def __init__(self, document: dict):
+        super().__init__(document.get("errorMessage", ""))
+        self.document = document
+
+
+def error_document(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
+
+
+def _describe_exit(status: int | None) -> str:
+    if status is None:
+        return "Runtime exited without providing a reason"
+    if status == NSJAIL_FAILED:
+        return "Sandbox could not be started (nsjail exit status 255; see the function's log)"
+    if status < 0:  # nsjail itself was signalled
+        sig = -status
+    elif status > 128:
+        sig = status - 128
+    else:
+        return f"Runtime exited with error: exit status {status}" if status else \
+            "Runtime exited without providing a reason"
+    try:
+        name = (signal.strsignal(sig) or f"signal {sig}").lower()
+    except ValueError:
+        name = f"signal {sig}"
+    return f"Runtime exited with error: signal: {name}"
+
+
+class _Control(asyncio.Protocol):
+    """Parses frames from the bootstrap and hands them to the environment."""
+
+    def __init__(self, env: "Environment"):
+        self.env = env
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        if not buf and len(data) >= 5:  # fast path: one whole frame
+            kind, length = _HDR.unpack_from(data)
+            if len(data) == 5 + length:
+                self.env._on_frame(kind, data[5:])
+                return
+        buf += data
+        while len(buf) >= 5:
+            kind, length = _HDR.unpack_from(buf)
+            if length > MAX_FRAME:
+                self.env._on_protocol_error(f"frame of {length} bytes exceeds {MAX_FRAME}")
+                return
+            if len(buf) < 5 + length:
+                return
+            body = bytes(buf[5:5 + length])
+            del buf[:5 + length]
+            self.env._on_frame(kind, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.env._on_control_lost()
+
+
+class Environment:
+    def __init__(self, env_id: str, spec: SandboxSpec, cgroup, log_sink: LogSink,
+                 on_dead: Callable[["Environment"], None] | None = None):
+        self.id = env_id
+        self.spec = spec
+        self.cgroup = cgroup
+        self.log_sink = log_sink
+        self.on_dead = on_dead
+        self.state = State.STARTING
+        self.request_id = ""
+        self.invocations = 0
+        self.last_used = time.monotonic()
+        self.init: InitTimings | None = None
+        self.exit_status: int | None = None
+        self.dead_reason = ""
+        self._loop = asyncio.get_running_loop()
+        self._proc: subprocess.Popen | None = None
+        self._pidfd = -1
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._log_fds: dict[int, str] = {}
+        self._partial: dict[int, bytes] = {}
+        self._killed_for = ""
+        self._limit_s = 0.0
+
+    # -- start ---------------------------------------------------------------
+    async def start(self, init_timeout: float) -> InitTimings:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            child_fd = child_sock.fileno()
+            spec = dataclasses.replace(
+                self.spec, pass_fds=(child_fd,),
+                environ={**self.spec.environ, CONTROL_FD_ENV: str(child_fd)})
+            self.spec = spec
+            argv = compose.build(spec)
+            if self.cgroup is not None:
+                self.cgroup.create(spec.memory_mb, spec.pids_max, spec.cpu_ms_per_sec)
+            spawn_ns = time.time_ns()
+            try:
+                self._proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, pass_fds=(child_fd,),
+                    env=dict(spec.environ), close_fds=True)
+            except OSError as exc:
+                raise SandboxError(f"spawn of nsjail ({spec.nsjail}) failed: {exc}") from exc
+            self._pidfd = os.pidfd_open(self._proc.pid)
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            parent_sock.close()
+            self._cleanup_cgroup()
+            raise
+        finally:
+            child_sock.close()
+            os.close(out_w)
+            os.close(err_w)
+        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+            os.set_blocking(fd, False)
+            self._log_fds[fd] = stream
+            self._loop.add_reader(fd, self._read_log, fd)
+        self._loop.add_reader(self._pidfd, self._on_exit)
+        parent_sock.setblocking(False)
+        self._transport, _ = await self._loop.connect_accepted_socket(lambda: _Control(self), parent_sock)
+        self._waiter = self._loop.create_future()
+        self._limit_s = init_timeout
+        self._timer = self._loop.call_later(init_timeout, self._on_timeout, "init")
+        try:
+            kind, body = await self._waiter
+        finally:
+            self._cancel_timer()
+        if kind == b"R":
+            start_ns, ready_ns = _U64.unpack_from(body)[0], _U64.unpack_from(body, 8)[0]
+            self.init = InitTimings(spawn_ns, start_ns, ready_ns)
+            self.state = State.IDLE
+            return self.init
+        if kind == b"E":
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = {"errorType": FunctionErrorType.UNKNOWN, "errorMessage": body.decode("utf-8", "replace")}
+            self.destroy("init error")
+            raise InitFailed(doc)
+        # kind b"!" carries a synthesised error (death, timeout)
+        self.destroy(self.dead_reason or "init failed")
+        raise InitFailed(json.loads(body))
+
+    # -- invoke --------------------------------------------------------------
+    async def invoke(self, request_id: str, payload: bytes, timeout_s: float, arn: str,
+                     client_context: bytes | None) -> Outcome:
+        if self.state is not State.IDLE:
+            raise SandboxError(f"environment {self.id} is {self.state.value}, not idle")
+        self.state = State.BUSY
+        self.request_id = request_id
+        deadline_ms = int(time.time() * 1000 + timeout_s * 1000)
+        header = b'{"id":"%s","deadline_ms":%d,"arn":"%s","cc":%s}' % (
+            request_id.encode(), deadline_ms, arn.encode(), client_context or b"null")
+        body_len = 2 + len(header) + len(payload)
+        self._waiter = waiter = self._loop.create_future()
+        self._transport.write(b"".join((_HDR.pack(b"I", body_len), _U16.pack(len(header)), header, payload)))
+        self._limit_s = timeout_s
+        self._timer = self._loop.call_later(timeout_s, self._on_timeout, "timeout")
+        try:
+            kind, body = await waiter
+        finally:
+            self._cancel_timer()
+        self.invocations += 1
+        self.last_used = time.monotonic()
+        if kind == b"S" or kind == b"F":
+            self._drain_logs()
+            self.request_id = ""
+            handler_ns = _U64.unpack_from(body)[0]
+            data = body[8:]
+            if len(data) > MAX_RESPONSE:
+                self.state = State.IDLE
+                return Outcome(error_document(
+                    FunctionErrorType.RESPONSE_TOO_LARGE,
+                    f"Response payload size ({len(data)} bytes) exceeded maximum allowed payload size "
+                    f"({MAX_RESPONSE} bytes)."), FunctionErrorType.RESPONSE_TOO_LARGE, handler_ns)
+            self.state = State.IDLE
+            if kind == b"S":
+                return Outcome(data, "", handler_ns)
+            try:
+                error_type = json.loads(data).get("errorType", "") or FunctionErrorType.UNKNOWN
+            except (ValueError, AttributeError):
+                error_type = FunctionErrorType.UNKNOWN
+            return Outcome(data, error_type, handler_ns)
+        # b"!": the environment died or was killed during the invocation.
+        self.request_id = ""
+        doc = json.loads(body)
+        return Outcome(body, doc["errorType"], 0, fatal=True)
+
+    # -- events --------------------------------------------------------------
+    def _resolve(self, kind: bytes, body: bytes) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result((kind, body))
+
+    def _on_frame(self, kind: bytes, body: bytes) -> None:
+        expected = (b"R", b"E") if self.state is State.STARTING else (b"S", b"F")
+        if kind not in expected or self._waiter is None or self._waiter.done():
+            self._on_protocol_error(f"unexpected frame {kind!r} while {self.state.value}")
+            return
+        self._resolve(kind, body)
+
+    def _on_protocol_error(self, why: str) -> None:
+        self._fail(FunctionErrorType.INVALID_RESPONSE, f"Runtime sent an invalid response: {why}")
+        self.destroy(f"protocol error: {why}")
+
+    def _on_timeout(self, phase: str) -> None:
+        self._timer = None
+        self._killed_for = phase
+        what = "Task" if phase == "timeout" else "Init phase"
+        self._fail(FunctionErrorType.TIMEOUT, f"{what} timed out after {self._limit_s:.2f} seconds")
+        self.destroy(phase)
+
+    def _fail(self, error_type: str, message: str) -> None:
+        prefix = f"RequestId: {self.request_id} Error: " if self.request_id else ""
+        self._resolve(b"!", error_document(error_type, prefix + message))
+
+    def _on_control_lost(self) -> None:
+        if self.state is not State.DEAD and self.exit_status is None:
+            # The bootstrap closed its end: it is exiting. Wait for the exit
+            # status (pidfd) to say why, but never forever.
+            self._loop.call_later(1.0, self._reap_stuck)
+
+    def _reap_stuck(self) -> None:
+        if self.state is not State.DEAD:
+            self._fail(FunctionErrorType.EXIT, _describe_exit(None))
+            self.destroy("control socket closed")
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        status = self._proc.wait() if self._proc else None
+        self.exit_status = status
+        self._drain_logs()
+        if self.state is not State.DEAD:
+            if self._killed_for:
+                pass
+            elif status in (137, -9) and self.cgroup is not None and self.cgroup.out_of_memory():
+                self._fail(FunctionErrorType.OUT_OF_MEMORY, _describe_exit(status))
+            else:
+                self._fail(FunctionErrorType.EXIT, _describe_exit(status))
+            self.destroy(f"exited ({status})")
+
+    # -- logs ----------------------------------------------------------------
+    def _read_log(self, fd: int) -> None:
+        try:
+            data = os.read(fd, LOG_READ)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBADF:
+                raise
+            data = b""
+        if not data:
+            self._loop.remove_reader(fd)
+            rest = self._partial.pop(fd, b"")
+            if rest:
+                self.log_sink(self.request_id, self._log_fds[fd], rest)
+            return
+        stream = self._log_fds[fd]
+        lines = (self._partial.pop(fd, b"") + data).split(b"\n")
+        tail = lines.pop()
+        if tail:
+            self._partial[fd] = tail
+        sink, rid = self.log_sink, self.request_id
+        for line in lines:
+            sink(rid, stream, line)
+
+    def _drain_logs(self) -> None:
+        for fd in list(self._log_fds):
+            for _ in range(64):  # bounded: a flood is read by the reader callback
+                before = self._partial.get(fd)
+                try:
+                    peek = os.read(fd, LOG_READ)
+                except (BlockingIOError, OSError):
+                    break
+                if not peek:
+                    break
+                lines = ((before or b"") + peek).split(b"\n")
+                self._partial.pop(fd, None)
+                tail = lines.pop()
+                if tail:
+                    self._partial[fd] = tail
+                for line in lines:
+                    self.log_sink(self.request_id, self._log_fds[fd], line)
+            rest = self._partial.pop(fd, b"")
+            if rest:  # a partial last line belongs to this request too
+                self.log_sink(self.request_id, self._log_fds[fd], rest)
+
+    # -- teardown ------------------------------------------------------------
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _cleanup_cgroup(self) -> None:
+        if self.cgroup is not None:
+            try:
+                self.cgroup.remove()
+            except OSError:
+                self._loop.call_later(0.5, self._cleanup_cgroup)
+
+    def destroy(self, reason: str) -> None:
+        """Kills the sandbox and frees everything it held. Idempotent."""
+        if self.state is State.DEAD:
+            return
+        self.state = State.DEAD
+        self.dead_reason = reason
+        self._cancel_timer()
+        self._fail(FunctionErrorType.EXIT, f"environment destroyed: {reason}")
+        if self._proc is not None and self._proc.returncode is None:
+            try:
+                self._proc.kill()
+            except ProcessLookupError:
+                pass
+        if self._transport is not None:
+            self._transport.abort()
+        for fd in list(self._log_fds):
+            self._loop.remove_reader(fd)
+            os.close(fd)
+        self._log_fds.clear()
+        if self._proc is not None and self._proc.returncode is None:
+            # SIGKILL was sent; the reaper collects the status without blocking the loop.
+            self._loop.remove_reader(self._pidfd)
+            self._loop.add_reader(self._pidfd, self._finish_reap)
+        else:
+            self._close_pidfd()
+            self._cleanup_cgroup()
+        if self.on_dead is not None:
+            self.on_dead(self)
+
+    def _finish_reap(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        if self._proc is not None:
+            self.exit_status = self._proc.wait()
+        self._close_pidfd()
+        self._cleanup_cgroup()
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd >= 0:
+            try:
+                os.close(self._pidfd)
+            except OSError as exc:
+                raise os_error(f"close(pidfd {self._pidfd})", exc) from exc
+            self._pidfd = -1
+
+    def peak_memory_bytes(self) -> int:
+        return self.cgroup.memory_peak_bytes() if self.cgroup is not None else 0

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the system packages runtime-agent needs on Debian/Ubuntu:
+# a Python with venv for the agent, and the interpreters functions run on.
+# Safe to run again; does nothing when everything is present.
+set -euo pipefail
+
+need=()
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+[ -x /usr/bin/python3 ] || need+=(python3)
+for extra in "$@"; do
+    dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
+done
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}"

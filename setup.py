@@ -1,0 +1,45 @@
+"""Build hooks: generate the gRPC code from proto/ and ship the bootstraps.
+
+Both steps run on every build into the build directory, so an install never
+depends on files left over from an earlier build.
+"""
+
+import pathlib
+import shutil
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = pathlib.Path(__file__).parent.resolve()
+
+
+class BuildWithProtos(build_py):
+    def run(self):
+        super().run()
+        out = pathlib.Path(self.build_lib)
+        self._generate_protos(out)
+        self._copy_bootstraps(out)
+
+    def _generate_protos(self, out: pathlib.Path) -> None:
+        import grpc_tools
+        from grpc_tools import protoc
+
+        proto_root = ROOT / "proto"
+        include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+        files = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
+        pkg = out / "runtime" / "v1"
+        pkg.mkdir(parents=True, exist_ok=True)
+        (pkg / "__init__.py").write_text('"""Generated from proto/runtime/v1 at build time."""\n')
+        args = ["protoc", f"-I{proto_root}", f"-I{include}", f"--python_out={out}",
+                f"--pyi_out={out}", f"--grpc_python_out={out}", *files]
+        if protoc.main(args) != 0:
+            raise SystemExit(f"protoc failed on {files}")
+
+    def _copy_bootstraps(self, out: pathlib.Path) -> None:
+        dest = out / "runtime" / "_bootstraps"
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(ROOT / "bootstraps", dest,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "target", "node_modules"))
+
+
+setup(cmdclass={"build_py": BuildWithProtos})

@@ -1,0 +1,1 @@
+"""Test harness: a real agent process and a real gRPC client."""

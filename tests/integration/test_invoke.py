@@ -1,0 +1,172 @@
+"""A deployed Python function runs in a real sandbox and answers over gRPC."""
+
+import json
+
+import grpc
+import pytest
+
+from framework.agent import error_type
+from runtime.v1 import invoker_pb2
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+HELLO = """
+import os
+COUNT = 0
+
+def handler(event, context):
+    global COUNT
+    COUNT += 1
+    print("hello from", context.function_name)
+    return {"greeting": "hello " + event.get("name", "world"), "count": COUNT,
+            "request_id": context.aws_request_id, "version": context.function_version,
+            "memory": context.memory_limit_in_mb, "arn": context.invoked_function_arn,
+            "group": context.log_group_name, "stream": context.log_stream_name,
+            "remaining": context.get_remaining_time_in_millis(), "env": os.environ.get("GREETING")}
+"""
+
+
+def test_invoke_returns_result_and_reuses_environment(client):
+    client.create("hello", {"app.py": HELLO}, environment={"GREETING": "hi"}, timeout_seconds=7)
+    resp, body = client.invoke_json("hello", {"name": "ada"})
+    assert resp.function_error == ""
+    assert body["greeting"] == "hello ada"
+    assert body["count"] == 1
+    assert body["request_id"] == resp.request_id
+    assert body["version"] == "$LATEST" == resp.executed_version
+    assert body["memory"] == "128"
+    assert body["arn"].endswith(":function:hello")
+    assert body["group"] == "/aws/lambda/hello"
+    assert "[$LATEST]" in body["stream"]
+    assert 0 < body["remaining"] <= 7000
+    assert body["env"] == "hi"
+    assert resp.start_kind == invoker_pb2.COLD
+    assert resp.timings.init_us > 0 and resp.timings.sandbox_us > 0
+
+    resp2, body2 = client.invoke_json("hello", {})
+    assert body2["count"] == 2, "module state is kept between invocations (warm start)"
+    assert resp2.start_kind == invoker_pb2.WARM
+    assert resp2.timings.init_us == 0
+    assert resp2.request_id != resp.request_id
+
+
+def test_empty_payload_is_empty_object(client):
+    client.create("echo", {"app.py": "def handler(e, c):\n    return e\n"})
+    resp = client.invoke("echo", raw=b"")
+    assert json.loads(resp.payload) == {}
+    resp = client.invoke("echo", raw=b'[1, "two", null]')
+    assert json.loads(resp.payload) == [1, "two", None]
+
+
+def test_log_tail(client):
+    client.create("talker", {"app.py": "def handler(e, c):\n    print('line one')\n    print('line two')\n"
+                             "    return None\n"})
+    resp = client.invoke("talker", {}, log_type=1)
+    assert resp.payload == b"null"
+    assert "line one\nline two\n" in resp.log_result
+
+
+def test_handler_exception_is_unhandled_error(client):
+    client.create("raiser", {"app.py": "def handler(e, c):\n    raise ValueError('bad input: ' + str(e))\n"})
+    resp, body = client.invoke_json("raiser", {"x": 1})
+    assert resp.function_error == "Unhandled"
+    assert body["errorType"] == "ValueError"
+    assert body["errorMessage"] == "bad input: {'x': 1}"
+    assert any("app.py" in line for line in body["stackTrace"])
+    # the environment survives a handled exception
+    resp2, _ = client.invoke_json("raiser", {})
+    assert resp2.start_kind == invoker_pb2.WARM
+
+
+def test_import_error_is_init_error(client):
+    client.create("broken-import", {"app.py": "import no_such_module\ndef handler(e, c):\n    return 1\n"})
+    resp, body = client.invoke_json("broken-import")
+    assert resp.function_error == "Unhandled"
+    assert body["errorType"] == "Runtime.ImportModuleError"
+    assert "no_such_module" in body["errorMessage"]
+
+
+def test_missing_module_and_handler(client):
+    client.create("no-module", {"other.py": "x = 1\n"})
+    _, body = client.invoke_json("no-module")
+    assert body["errorType"] == "Runtime.ImportModuleError"
+    client.create("no-handler", {"app.py": "def other(e, c):\n    return 1\n"})
+    resp, body = client.invoke_json("no-handler")
+    assert resp.function_error == "Unhandled"
+    assert body["errorType"] == "Runtime.HandlerNotFound"
+
+
+def test_non_serialisable_result_is_marshal_error(client):
+    client.create("unmarshal", {"app.py": "def handler(e, c):\n    return {1, 2}\n"})
+    resp, body = client.invoke_json("unmarshal")
+    assert resp.function_error == "Unhandled"
+    assert body["errorType"] == "Runtime.MarshalError"
+
+
+def test_timeout_kills_environment(client):
+    client.create("sleeper", {"app.py": "import time\nN = 0\ndef handler(e, c):\n    global N\n    N += 1\n"
+                              "    if e.get('sleep'):\n        time.sleep(e['sleep'])\n    return N\n"},
+                  timeout_seconds=1)
+    assert client.invoke_json("sleeper")[1] == 1
+    resp, body = client.invoke_json("sleeper", {"sleep": 30})
+    assert resp.function_error == "Unhandled"
+    assert body["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 1.00 seconds" in body["errorMessage"]
+    assert resp.timings.total_us < 5_000_000
+    resp, body = client.invoke_json("sleeper")
+    assert body == 1, "a fresh environment replaced the killed one"
+    assert resp.start_kind == invoker_pb2.COLD
+
+
+def test_crash_is_exit_error_and_environment_replaced(client):
+    client.create("crasher", {"app.py": "import os\ndef handler(e, c):\n    if e.get('die'):\n"
+                              "        os._exit(3)\n    return 'ok'\n"})
+    assert client.invoke_json("crasher")[1] == "ok"
+    resp, body = client.invoke_json("crasher", {"die": True})
+    assert resp.function_error == "Unhandled"
+    assert body["errorType"] == "Runtime.ExitError"
+    assert "exit status 3" in body["errorMessage"]
+    resp, body = client.invoke_json("crasher")
+    assert body == "ok" and resp.start_kind == invoker_pb2.COLD
+
+
+def test_response_too_large(client):
+    client.create("big-response", {"app.py": "def handler(e, c):\n    return 'x' * (e['n'])\n"})
+    _, body = client.invoke_json("big-response", {"n": 6 * 1024 * 1024 - 100})
+    assert len(body) == 6 * 1024 * 1024 - 100
+    resp, body = client.invoke_json("big-response", {"n": 6 * 1024 * 1024 + 10})
+    assert resp.function_error == "Unhandled"
+    assert body["errorType"] == "Function.ResponseSizeTooLarge"
+
+
+def test_payload_errors(client):
+    client.create("payload-check", {"app.py": "def handler(e, c):\n    return len(e['s'])\n"})
+    with pytest.raises(grpc.RpcError) as err:
+        client.invoke("payload-check", raw=b"{not json")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_type(err.value) == "InvalidRequestContentException"
+    big = json.dumps({"s": "x" * (6 * 1024 * 1024)}).encode()
+    with pytest.raises(grpc.RpcError) as err:
+        client.invoke("payload-check", raw=big)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_type(err.value) == "RequestTooLargeException"
+    # just under the limit works
+    ok = json.dumps({"s": "x" * (6 * 1024 * 1024 - 100)}).encode()
+    assert json.loads(client.invoke("payload-check", raw=ok).payload) == 6 * 1024 * 1024 - 100
+
+
+def test_unknown_function(client):
+    with pytest.raises(grpc.RpcError) as err:
+        client.invoke("does-not-exist", {})
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_type(err.value) == "ResourceNotFoundException"
+
+
+def test_concurrent_invocations_scale_out(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client.create("slow-id", {"app.py": "import time, uuid\nME = str(uuid.uuid4())\n"
+                              "def handler(e, c):\n    time.sleep(0.3)\n    return ME\n"})
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: client.invoke_json("slow-id")[1], range(4)))
+    assert len(set(results)) == 4, "four concurrent calls ran in four environments"
