@@ -73,6 +73,7 @@ class Agent:
 
     async def close(self) -> None:
         await self.invoker.close()
+        self.host.teardown()
         self.logs.close()
         self.store.close()
 

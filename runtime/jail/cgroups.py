@@ -2,9 +2,13 @@
 
 Layout (v1, one tree per controller; v2 the same under the unified mount):
 
-    <mount>/runtime-agent/                 created once by the agent
-    <mount>/runtime-agent/<env_id>/        one per environment, owns the limits
-    <mount>/runtime-agent/<env_id>/NSJAIL.<pid>/   made by nsjail, holds the tasks
+    <mount>/runtime-agent/<agent>/                 one per agent (data dir)
+    <mount>/runtime-agent/<agent>/<env_id>/        one per environment, owns the limits
+    <mount>/runtime-agent/<agent>/<env_id>/NSJAIL.<pid>/   made by nsjail, holds the tasks
+
+``<agent>`` is derived from the agent's data dir, so a restarted agent finds
+(and sweeps) what its predecessor left, and two agents never touch each
+other's environments.
 
 The agent sets the limits on ``<env_id>`` itself and gives nsjail a looser
 limit for its child, so the environment's own directory is the one that hits
@@ -58,21 +62,24 @@ def _mkdir(path: Path) -> None:
 class CgroupRoot:
     """The agent's own subtree under each controller."""
 
-    def __init__(self, version: int, base: Path = V1_BASE):
+    def __init__(self, version: int, agent_id: str, base: Path = V1_BASE):
         self.version = version
         self.base = base
+        self.rel = f"{ROOT_NAME}/{agent_id}"
         if version == 1:
-            self.dirs = {c: base / c / ROOT_NAME for c in V1_CONTROLLERS if (base / c).is_dir()}
+            self.dirs = {c: base / c / self.rel for c in V1_CONTROLLERS if (base / c).is_dir()}
         elif version == 2:
-            self.dirs = {"unified": base / ROOT_NAME}
+            self.dirs = {"unified": base / self.rel}
         else:
             self.dirs = {}
 
     def setup(self) -> None:
         for d in self.dirs.values():
+            _mkdir(d.parent)
             _mkdir(d)
         if self.version == 2:
             _write(self.base / "cgroup.subtree_control", "+memory +pids +cpu")
+            _write(self.dirs["unified"].parent / "cgroup.subtree_control", "+memory +pids +cpu")
             _write(self.dirs["unified"] / "cgroup.subtree_control", "+memory +pids +cpu")
 
     def sweep(self) -> int:
@@ -84,12 +91,23 @@ class CgroupRoot:
             EnvCgroup(self, name).remove()
         return len(names)
 
+    def teardown(self) -> None:
+        """Sweeps what is left and removes the agent's own directories."""
+        self.sweep()
+        for d in self.dirs.values():
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise os_error(f"rmdir({d})", exc) from exc
+
     def plan(self, env_id: str) -> CgroupPlan:
         if self.version == 1:
-            return CgroupPlan(1, f"{ROOT_NAME}/{env_id}",
+            return CgroupPlan(1, f"{self.rel}/{env_id}",
                               v1_mounts={c: str(self.base / c) for c in self.dirs})
         if self.version == 2:
-            return CgroupPlan(2, f"{ROOT_NAME}/{env_id}", v2_mount=str(self.base))
+            return CgroupPlan(2, f"{self.rel}/{env_id}", v2_mount=str(self.base))
         return CgroupPlan(0)
 
 
@@ -147,9 +165,10 @@ class EnvCgroup:
     def _pids(self) -> set[int]:
         pids: set[int] = set()
         for d in self.dirs.values():
-            for procs in d.glob("**/cgroup.procs"):
+            for dirpath, _dirs, _files in os.walk(d):  # vanishing dirs are skipped
                 try:
-                    pids.update(int(p) for p in procs.read_text().split())
+                    with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                        pids.update(int(p) for p in f.read().split())
                 except OSError:
                     pass
         return pids
@@ -165,9 +184,8 @@ class EnvCgroup:
                     pass
             busy = False
             for d in self.dirs.values():
-                if not d.exists():
-                    continue
-                for sub in sorted(d.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                subs = [Path(dirpath) for dirpath, _dirs, _files in os.walk(d, topdown=False)]
+                for sub in subs:  # deepest first
                     try:
                         sub.rmdir()
                     except FileNotFoundError:

@@ -10,6 +10,7 @@ configuration into a ``SandboxSpec``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -76,8 +77,9 @@ class SandboxHost:
         self.nsjail = nsjail or find_nsjail()
         self.rootless = (os.geteuid() != 0) if rootless is None else rootless
         version = 0 if self.rootless else cgroups.detect()
-        self.cgroup_root = cgroups.CgroupRoot(version)
         self.run_dir = Path(run_dir)
+        agent_id = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:12]
+        self.cgroup_root = cgroups.CgroupRoot(version, agent_id)
         self.etc_dir = self.run_dir / "etc"
         self._free_uids = list(range(UID_BASE + UID_COUNT - 1, UID_BASE - 1, -1))
 
@@ -96,6 +98,11 @@ class SandboxHost:
             self.cgroup_root.setup()
             return self.cgroup_root.sweep()
         return 0
+
+    def teardown(self) -> None:
+        """Kills every environment left and removes the agent's cgroups."""
+        if self.cgroup_root.version:
+            self.cgroup_root.teardown()
 
     def missing_protections(self) -> list[str]:
         missing = []

@@ -1,0 +1,75 @@
+"""The agent as a process: restart, reflection, shutdown hygiene."""
+
+import glob
+import os
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from framework.agent import Client
+from runtime.v1 import functions_pb2
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+
+def test_functions_survive_restart(fresh_agent):
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    c.create("durable", {"app.py": "def handler(e, c):\n    return 'survived'\n"}, memory_mb=200)
+    assert c.invoke_json("durable")[1] == "survived"
+    c.close()
+    assert fresh_agent.stop() == 0
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    cfg = c.functions.GetFunction(functions_pb2.GetFunctionRequest(name="durable"))
+    assert cfg.spec.memory_mb == 200
+    resp, body = c.invoke_json("durable")
+    assert body == "survived"
+    c.close()
+
+
+def test_no_process_outlives_agent(fresh_agent):
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    c.create("lingerer", {"app.py": "import subprocess\ndef handler(e, c):\n"
+                          "    subprocess.Popen(['/bin/sleep', '1000'])\n    return 'spawned'\n"})
+    assert c.invoke_json("lingerer")[1] == "spawned"
+    c.close()
+    fresh_agent.stop()
+    left = [p for p in glob.glob("/sys/fs/cgroup/pids/runtime-agent/*/lingerer-*")]
+    assert not left, f"environment cgroups left behind: {left}"
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            assert b"sleep\x001000" not in cmd, "a sandboxed process outlived the agent"
+
+
+def test_reflection_lists_services(client):
+    stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {"runtime.v1.Functions", "runtime.v1.Invoker", "runtime.v1.Logs", "grpc.health.v1.Health"} <= names
+
+
+def test_refuses_non_loopback_without_tls(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([str(Path(sys.executable).parent / "runtime-agent"), "serve", "--listen",
+                          "0.0.0.0:0", "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "refusing to listen on 0.0.0.0:0" in out.stderr
+
+
+def test_delete_removes_function(client):
+    client.create("short-lived", {"app.py": "def handler(e, c):\n    return 1\n"})
+    assert client.invoke_json("short-lived")[1] == 1
+    client.functions.DeleteFunction(functions_pb2.DeleteFunctionRequest(name="short-lived"))
+    with pytest.raises(grpc.RpcError) as err:
+        client.invoke("short-lived", {})
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
