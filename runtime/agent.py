@@ -18,7 +18,7 @@ from runtime.core.codestore import CodeStore
 from runtime.core.invoker import Invoker, InvokerSettings
 from runtime.core.logs import LogStore
 from runtime.core.registry import FunctionRegistry
-from runtime.core.runtimes import Runtime, discover
+from runtime.core.runtimes import Runtime, discover, prepare
 from runtime.core.store import Store
 from runtime.sandbox.host import SandboxHost
 
@@ -63,7 +63,7 @@ class Agent:
         swept = host.setup()
         if swept:
             log.warning("killed %d environment(s) left by an earlier agent", swept)
-        runtimes = discover()
+        runtimes = prepare(discover(), data / "run")
         return cls(settings, runtimes, host, Store(data / "registry.db"), CodeStore(data / "code"),
                    LogStore(data / "logs", settings.log_cap_bytes))
 

@@ -22,6 +22,9 @@ PYTHON_MINORS = range(8, 15)
 # interpreter's own tree. /lib and /bin are symlinks into /usr on merged-/usr
 # hosts; bind mounts resolve them.
 BASE_DIRS = ("/usr", "/lib", "/lib64", "/bin")
+# The bootstrap is imported rather than run as a script so that its .pyc is
+# used; /var/task goes first on sys.path once the bootstrap starts.
+PYTHON_LAUNCH = "import sys;sys.path.insert(0,'/var/runtime');import bootstrap;sys.exit(bootstrap.main())"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +86,27 @@ def discover() -> dict[str, Runtime]:
             runtimes[name] = Runtime(
                 name=name, family="python", executable=exe, version=version, host_dirs=tuple(dirs),
                 bootstrap_dir=boot / "python",
-                argv=(exe, "-I", "-S", "-B", "/var/runtime/bootstrap.py"))
+                argv=(exe, "-I", "-S", "-B", "-c", PYTHON_LAUNCH))
             break
     return runtimes
+
+
+def prepare(runtimes: dict[str, Runtime], run_dir: Path) -> dict[str, Runtime]:
+    """Copies each runtime's bootstrap under ``run_dir`` and precompiles it
+    with that runtime's own interpreter, so no sandbox compiles it again."""
+    prepared = {}
+    for name, rt in runtimes.items():
+        dest = Path(run_dir) / "bootstraps" / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(rt.bootstrap_dir, dest, ignore=shutil.ignore_patterns("__pycache__"))
+        if rt.family == "python":
+            for src in dest.glob("*.py"):
+                subprocess.run([rt.executable, "-I", "-S", "-m", "py_compile", str(src)], check=True,
+                               capture_output=True, timeout=60)
+        for dirpath, _dirs, files in os.walk(dest):
+            os.chmod(dirpath, 0o755)
+            for f in files:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        prepared[name] = dataclasses.replace(rt, bootstrap_dir=dest)
+    return prepared
