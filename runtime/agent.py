@@ -64,8 +64,9 @@ class Agent:
         if swept:
             log.warning("killed %d environment(s) left by an earlier agent", swept)
         runtimes = prepare(discover(), data / "run")
-        return cls(settings, runtimes, host, Store(data / "registry.db"), CodeStore(data / "code"),
-                   LogStore(data / "logs", settings.log_cap_bytes))
+        compilers = tuple(rt.executable for rt in runtimes.values() if rt.family == "python")
+        return cls(settings, runtimes, host, Store(data / "registry.db"),
+                   CodeStore(data / "code", compilers=compilers), LogStore(data / "logs", settings.log_cap_bytes))
 
     def start(self) -> None:
         """Starts background work; needs the running event loop."""

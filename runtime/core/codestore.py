@@ -19,6 +19,7 @@ import os
 import posixpath
 import shutil
 import stat
+import subprocess
 import tempfile
 import time
 import zipfile
@@ -31,6 +32,7 @@ DEFAULT_MAX_UNPACKED = 250 * MiB
 DEFAULT_MAX_ZIP = 250 * MiB
 MAX_ENTRIES = 100_000
 GRACE_S = 60.0
+COMPILE_TIMEOUT_S = 120
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +79,18 @@ def _check_entries(zf: zipfile.ZipFile, max_unpacked: int) -> int:
 class CodeStore:
     """Owns ``root``; one directory per sha256."""
 
-    def __init__(self, root: Path, max_unpacked: int = DEFAULT_MAX_UNPACKED, max_zip: int = DEFAULT_MAX_ZIP):
+    def __init__(self, root: Path, max_unpacked: int = DEFAULT_MAX_UNPACKED, max_zip: int = DEFAULT_MAX_ZIP,
+                 compilers: tuple[str, ...] = ()):
         self.root = Path(root)
         self.max_unpacked = max_unpacked
         self.max_zip = max_zip
+        # Python interpreters that precompile .py files at unpack time: code is
+        # read-only in the sandbox, so otherwise every cold start compiles it.
+        self.compilers = compilers
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o711)  # traversable by the sandbox uid, not listable
+        for entry in self.root.glob(".unpack-*"):  # left by a crash mid-unpack
+            self._remove(entry)
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256
@@ -125,8 +133,12 @@ class CodeStore:
                         raise InvalidZipFile(f"entry {info.filename!r} is corrupt ({exc})") from exc
                 # Code is read-only for everyone; executables stay executable.
                 os.chmod(target, 0o555 if mode & 0o111 else 0o444)
-            for dirpath, _dirs, _files in os.walk(tmp):
+            self._precompile(tmp)
+            for dirpath, _dirs, files in os.walk(tmp):
                 os.chmod(dirpath, 0o555)
+                for name in files:
+                    if name.endswith(".pyc"):
+                        os.chmod(os.path.join(dirpath, name), 0o444)
             try:
                 os.rename(tmp, dest)
             except OSError as exc:
@@ -136,6 +148,18 @@ class CodeStore:
         except BaseException:
             self._remove(tmp)
             raise
+
+    def _precompile(self, tree: Path) -> None:
+        """Best effort: a file that does not compile fails at import inside the
+        sandbox with the function's own error, as it would without this."""
+        if not any(tree.rglob("*.py")):
+            return
+        for exe in self.compilers:
+            try:
+                subprocess.run([exe, "-I", "-S", "-m", "compileall", "-q", "-j", "1", str(tree)],
+                               capture_output=True, timeout=COMPILE_TIMEOUT_S, check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
 
     @staticmethod
     def _remove(path: Path) -> None:
