@@ -21,9 +21,15 @@ SERVICE_NAMES = (
 )
 
 
-def create_server(agent, address: str) -> tuple[grpc.aio.Server, int]:
-    """Builds the server for ``agent`` (a runtime.agent.Agent) bound to ``address``."""
-    server = grpc.aio.server(options=[
+def create_server(agent, address: str, *, credentials: grpc.ServerCredentials | None = None,
+                  interceptors: tuple[grpc.aio.ServerInterceptor, ...] = ()) -> tuple[grpc.aio.Server, int]:
+    """Builds the server for ``agent`` (a runtime.agent.Agent) bound to ``address``.
+
+    With ``credentials`` (``runtime.api.auth.server_credentials``) the port
+    speaks TLS only; ``interceptors`` run before every call, in order (the
+    agent passes ``runtime.api.auth.AuthInterceptor`` when tokens are on).
+    """
+    server = grpc.aio.server(interceptors=tuple(interceptors) or None, options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.so_reuseport", 0),
@@ -36,7 +42,10 @@ def create_server(agent, address: str) -> tuple[grpc.aio.Server, int]:
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    if credentials is not None:
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0 and not address.startswith("unix:"):
         raise OSError(f"bind({address}) failed: address in use or not allowed")
     server.health = health_servicer  # type: ignore[attr-defined]

@@ -30,8 +30,18 @@ from runtime.errors import os_error
 from runtime.jail.spec import CgroupPlan, SandboxSpec
 
 ROOT_NAME = "runtime-agent"
-V1_CONTROLLERS = ("memory", "pids", "cpu")
+CPU_PERIOD_US = 100_000
+OOM_SLACK_BYTES = 2 * 1024 * 1024
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 V1_BASE = Path("/sys/fs/cgroup")
+HOST_CPU_MS = (os.cpu_count() or 1) * 1000
+# AWS Lambda's rule: 1,769 MB of memory buys one full vCPU.
+MB_PER_VCPU = 1769
+
+
+def cpu_ms_for_memory(memory_mb: int) -> int:
+    """CPU quota proportional to memory, capped at the host's cores."""
+    return max(1, min(memory_mb * 1000 // MB_PER_VCPU, HOST_CPU_MS))
 
 
 def detect(base: Path = V1_BASE) -> int:
@@ -119,6 +129,7 @@ class EnvCgroup:
         self.dirs = {c: d / env_id for c, d in root.dirs.items()}
 
     def create(self, memory_mb: int, pids_max: int, cpu_ms_per_sec: int) -> None:
+        """Makes the directories with their limits; ``cpu_ms_per_sec`` 0 means no quota."""
         mem = str(memory_mb * 1024 * 1024)
         for d in self.dirs.values():
             _mkdir(d)
@@ -129,17 +140,80 @@ class EnvCgroup:
             except OSError:
                 pass
             _write(self.dirs["pids"] / "pids.max", str(pids_max))
-            if cpu_ms_per_sec and "cpu" in self.dirs:
-                _write(self.dirs["cpu"] / "cpu.cfs_period_us", "100000")
-                _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(cpu_ms_per_sec * 100))
         elif self.root.version == 2:
             d = self.dirs["unified"]
             _write(d / "memory.max", mem)
-            _write(d / "memory.swap.max", "0")
+            try:
+                _write(d / "memory.swap.max", "0")
+            except OSError:
+                pass
             _write(d / "pids.max", str(pids_max))
-            if cpu_ms_per_sec:
-                _write(d / "cpu.max", f"{cpu_ms_per_sec * 100} 100000")
             _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
+        self.set_cpu(cpu_ms_per_sec)
+
+    def set_cpu(self, ms_per_sec: int) -> None:
+        """CPU quota in ms of CPU per second of wall time (1000 = one core); 0 lifts it."""
+        if self.root.version == 1 and "cpu" in self.dirs:
+            _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(self.dirs["cpu"] / "cpu.cfs_quota_us",
+                   str(ms_per_sec * CPU_PERIOD_US // 1000) if ms_per_sec else "-1")
+        elif self.root.version == 2:
+            quota = str(ms_per_sec * CPU_PERIOD_US // 1000) if ms_per_sec else "max"
+            _write(self.dirs["unified"] / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+
+    def attach_all(self) -> int:
+        """Moves every task of the environment into the v1 controllers nsjail
+        does not join (cpu, cpuacct); returns how many. Repeats until no new
+        task appears, so a fork racing the move is caught too."""
+        if self.root.version != 1:
+            return 0
+        targets = [self.dirs[c] / "cgroup.procs" for c in ("cpu", "cpuacct") if c in self.dirs]
+        moved: set[int] = set()
+        for _ in range(10):
+            pids = self._tasks("pids") - moved
+            if not pids:
+                break
+            for pid in pids:
+                for target in targets:
+                    try:
+                        _write(target, str(pid))
+                    except OSError as exc:
+                        if exc.errno != errno.ESRCH:  # exited meanwhile
+                            raise
+            moved |= pids
+        return len(moved)
+
+    def _tasks(self, controller: str) -> set[int]:
+        found: set[int] = set()
+        for dirpath, _dirs, _files in os.walk(self.dirs[controller]):
+            try:
+                with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                    found.update(int(p) for p in f.read().split())
+            except OSError:
+                pass
+        return found
+
+    def cpu_usage_ns(self) -> int:
+        if self.root.version == 1:
+            return int(self._read("cpuacct", "cpuacct.usage") or 0)
+        for line in self._read("unified", "cpu.stat").splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) * 1000
+        return 0
+
+    def limits(self) -> dict[str, int]:
+        """The limits as the kernel holds them, for tests and introspection."""
+        if self.root.version == 1:
+            quota = int(self._read("cpu", "cpu.cfs_quota_us") or -1)
+            period = int(self._read("cpu", "cpu.cfs_period_us") or CPU_PERIOD_US)
+            return {"memory_bytes": int(self._read("memory", "memory.limit_in_bytes") or 0),
+                    "pids_max": int(self._read("pids", "pids.max") or 0),
+                    "cpu_ms_per_sec": quota * 1000 // period if quota > 0 else 0}
+        mem = self._read("unified", "memory.max").strip()
+        quota, _, period = self._read("unified", "cpu.max").strip().partition(" ")
+        return {"memory_bytes": int(mem) if mem.isdigit() else 0,
+                "pids_max": int(self._read("unified", "pids.max").strip() or 0),
+                "cpu_ms_per_sec": int(quota) * 1000 // int(period) if quota.isdigit() else 0}
 
     def _read(self, controller: str, name: str) -> str:
         try:
@@ -157,20 +231,22 @@ class EnvCgroup:
         if self.root.version == 1:
             oom = self._read("memory", "memory.oom_control")
             kills = next((int(l.split()[1]) for l in oom.splitlines() if l.startswith("oom_kill ")), 0)
-            return kills > 0 or int(self._read("memory", "memory.failcnt") or 0) > 0
+            if kills > 0 or any(int(self._read("memory", f) or 0) > 0
+                                for f in ("memory.failcnt", "memory.memsw.failcnt")):
+                return True
+            # Some kernels count neither for a v1 OOM kill; a peak at the limit
+            # (within reclaim slack) together with the SIGKILL the caller saw
+            # is then the evidence.
+            limit = int(self._read("memory", "memory.limit_in_bytes") or 0)
+            return limit > 0 and self.memory_peak_bytes() >= limit - OOM_SLACK_BYTES
         events = self._read("unified", "memory.events")
         return any(l.split()[0] in ("oom_kill", "max") and int(l.split()[1]) > 0
                    for l in events.splitlines() if l)
 
     def _pids(self) -> set[int]:
         pids: set[int] = set()
-        for d in self.dirs.values():
-            for dirpath, _dirs, _files in os.walk(d):  # vanishing dirs are skipped
-                try:
-                    with open(os.path.join(dirpath, "cgroup.procs")) as f:
-                        pids.update(int(p) for p in f.read().split())
-                except OSError:
-                    pass
+        for controller in self.dirs:  # vanishing dirs are skipped by os.walk
+            pids |= self._tasks(controller)
         return pids
 
     def remove(self) -> None:
@@ -210,6 +286,9 @@ def build(spec: SandboxSpec) -> list[str]:
                 "--cgroup_mem_mount", plan.v1_mounts["memory"],
                 "--cgroup_pids_max", str(spec.pids_max), "--cgroup_pids_parent", plan.parent,
                 "--cgroup_pids_mount", plan.v1_mounts["pids"]]
+        # No nsjail CPU quota: a child quota above the environment's would make
+        # the kernel refuse the lower one. The agent attaches the sandbox's
+        # tasks to its cpu/cpuacct directories itself (EnvCgroup.attach_all).
         return args
     if plan.version == 2:
         return ["--use_cgroupv2", "--cgroupv2_mount", f"{plan.v2_mount}/{plan.parent}",

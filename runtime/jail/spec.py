@@ -56,9 +56,11 @@ class SandboxSpec:
     memory_mb: int = 128
     pids_max: int = 1024
     nofile_max: int = 1024
-    # CPU quota in milliseconds of CPU per wall-clock second (1000 = 1 core);
-    # 0 means no quota.
+    # CPU quota in milliseconds of CPU per wall-clock second (1000 = 1 core)
+    # during invocations; 0 means no quota. The init phase runs with
+    # ``init_cpu_ms_per_sec`` (at least one core) so cold starts stay fast.
     cpu_ms_per_sec: int = 0
+    init_cpu_ms_per_sec: int = 0
     cgroups: CgroupPlan = CgroupPlan(version=0)
     # Loopback only when False; the host's network when True.
     network: bool = False

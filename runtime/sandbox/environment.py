@@ -173,7 +173,7 @@ class Environment:
             self.spec = spec
             argv = compose.build(spec)
             if self.cgroup is not None:
-                self.cgroup.create(spec.memory_mb, spec.pids_max, spec.cpu_ms_per_sec)
+                self.cgroup.create(spec.memory_mb, spec.pids_max, spec.init_cpu_ms_per_sec)
             spawn_ns = time.time_ns()
             try:
                 self._proc = subprocess.Popen(
@@ -209,6 +209,11 @@ class Environment:
         if kind == b"R":
             start_ns, ready_ns = _U64.unpack_from(body)[0], _U64.unpack_from(body, 8)[0]
             self.init = InitTimings(spawn_ns, start_ns, ready_ns)
+            if self.cgroup is not None:
+                # Init ran with at least one core; invocations get the share
+                # their memory size buys.
+                self.cgroup.attach_all()
+                self.cgroup.set_cpu(self.spec.cpu_ms_per_sec)
             self.state = State.IDLE
             return self.init
         if kind == b"E":

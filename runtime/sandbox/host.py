@@ -136,6 +136,9 @@ class SandboxHost:
             env_id=env_id, nsjail=self.nsjail, argv=rt.argv, environ=environ,
             uid=uid, gid=uid, rootless=self.rootless, mounts=tuple(mounts),
             tmp_mb=fn.spec.ephemeral_storage_mb, memory_mb=fn.spec.memory_mb,
+            cpu_ms_per_sec=cgroups.cpu_ms_for_memory(fn.spec.memory_mb),
+            init_cpu_ms_per_sec=min(max(1000, cgroups.cpu_ms_for_memory(fn.spec.memory_mb)),
+                                    cgroups.HOST_CPU_MS),
             pids_max=PIDS_MAX, nofile_max=NOFILE_MAX,
             cgroups=self.cgroup_root.plan(env_id), pass_fds=pass_fds)
 
