@@ -17,9 +17,11 @@ from pathlib import Path
 from runtime.core.codestore import CodeStore
 from runtime.core.invoker import Invoker, InvokerSettings
 from runtime.core.logs import LogStore
+from runtime.core.metrics import Metrics
 from runtime.core.registry import FunctionRegistry
 from runtime.core.runtimes import Runtime, discover, prepare
 from runtime.core.store import Store
+from runtime.core.usage import UsageLedger
 from runtime.sandbox.host import SandboxHost
 
 log = logging.getLogger("runtime.agent")
@@ -38,6 +40,9 @@ class AgentSettings:
     invoker: InvokerSettings = InvokerSettings()
     log_cap_bytes: int = 64 * 1024 * 1024
     rootless: bool | None = None
+    billing_granularity_ms: int = 1
+    # HOST:PORT of the Prometheus endpoint; empty: no metrics are kept.
+    metrics_listen: str = ""
 
 
 class Agent:
@@ -50,7 +55,18 @@ class Agent:
         self.code = code
         self.logs = logs
         self.registry = FunctionRegistry(store, code, runtimes)
-        self.invoker = Invoker(self.registry, code, host, logs, runtimes, settings.invoker)
+        self.usage = UsageLedger(Path(settings.data_dir) / "registry.db", settings.billing_granularity_ms)
+        self.metrics = None
+        self.metrics_port = 0
+        if settings.metrics_listen:
+            self.metrics = Metrics(gauges=lambda: self.invoker.statistics())
+        self.invoker = Invoker(self.registry, code, host, logs, runtimes, settings.invoker, self.usage,
+                               self.metrics)
+        self.registry.on_change.append(self._forget_deleted)
+
+    def _forget_deleted(self, old) -> None:
+        if self.metrics is not None and old.name not in self.registry.names():
+            self.metrics.forget(old.name)
 
     @classmethod
     def open(cls, settings: AgentSettings) -> "Agent":
@@ -71,10 +87,13 @@ class Agent:
     def start(self) -> None:
         """Starts background work; needs the running event loop."""
         self.invoker.start()
+        if self.metrics is not None:
+            self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
 
     async def close(self) -> None:
         await self.invoker.close()
         self.host.teardown()
+        self.usage.close()
         self.logs.close()
         self.store.close()
 

@@ -23,14 +23,16 @@ def spec_from_pb(msg: function_pb2.FunctionSpec) -> FunctionSpec:
     return FunctionSpec(
         name=msg.name, runtime=msg.runtime, handler=msg.handler, memory_mb=msg.memory_mb,
         timeout_seconds=msg.timeout_seconds, environment=dict(msg.environment),
-        description=msg.description, ephemeral_storage_mb=msg.ephemeral_storage_mb)
+        description=msg.description, ephemeral_storage_mb=msg.ephemeral_storage_mb,
+        reserved_concurrency=msg.reserved_concurrency)
 
 
 def spec_to_pb(spec: FunctionSpec) -> function_pb2.FunctionSpec:
     return function_pb2.FunctionSpec(
         name=spec.name, runtime=spec.runtime, handler=spec.handler, memory_mb=spec.memory_mb,
         timeout_seconds=spec.timeout_seconds, environment=dict(spec.environment),
-        description=spec.description, ephemeral_storage_mb=spec.ephemeral_storage_mb)
+        description=spec.description, ephemeral_storage_mb=spec.ephemeral_storage_mb,
+        reserved_concurrency=spec.reserved_concurrency)
 
 
 def config_to_pb(cfg: FunctionConfig) -> function_pb2.FunctionConfiguration:
@@ -45,7 +47,7 @@ def config_changes(msg) -> dict:
     """Fields present in an UpdateFunctionConfigurationRequest."""
     changes = {}
     for field in ("runtime", "handler", "memory_mb", "timeout_seconds", "description",
-                  "ephemeral_storage_mb"):
+                  "ephemeral_storage_mb", "reserved_concurrency"):
         if msg.HasField(field):
             changes[field] = getattr(msg, field)
     if msg.HasField("environment"):

@@ -16,7 +16,9 @@ from runtime.core.invoker import InvokeCommand, Invoker
 from runtime.core.logs import LogStore
 from runtime.core.registry import FunctionRegistry
 from runtime.errors import InvalidParameterValue, RequestTooLarge
-from runtime.v1 import (functions_pb2, functions_pb2_grpc, invoker_pb2, invoker_pb2_grpc, logs_pb2_grpc)
+from runtime.core.usage import UsageLedger
+from runtime.v1 import (functions_pb2, functions_pb2_grpc, invoker_pb2, invoker_pb2_grpc, logs_pb2_grpc,
+                        usage_pb2, usage_pb2_grpc)
 
 
 async def _read_code(first_field: str, request_iterator, max_bytes: int):
@@ -134,3 +136,18 @@ class LogsServicer(logs_pb2_grpc.LogsServicer):
         finally:
             if queue is not None:
                 self.logs.unfollow(name, queue)
+
+
+class UsageServicer(usage_pb2_grpc.UsageServicer):
+    def __init__(self, usage: UsageLedger):
+        self.usage = usage
+
+    @guard
+    async def GetUsage(self, request, context):
+        start = request.start_time.ToSeconds() if request.HasField("start_time") else 0
+        end = request.end_time.ToSeconds() if request.HasField("end_time") else None
+        records = self.usage.query(request.function_name, start, end)
+        return usage_pb2.GetUsageResponse(billing_granularity_ms=self.usage.granularity_ms, records=[
+            usage_pb2.UsageRecord(function_name=r.function, hour=convert.timestamp(r.hour), requests=r.requests,
+                                  billed_ms=r.billed_ms, gb_seconds=r.gb_seconds, cpu_seconds=r.cpu_seconds)
+            for r in records])

@@ -25,6 +25,7 @@ TIMEOUT_MIN_S, TIMEOUT_MAX_S, TIMEOUT_DEFAULT_S = 1, 900, 3
 TMP_MIN_MB, TMP_MAX_MB, TMP_DEFAULT_MB = 512, 10240, 512
 ENV_MAX_BYTES = 4096
 DESCRIPTION_MAX = 256
+RESERVED_MAX = 10_000
 LATEST = "$LATEST"
 ARN_PREFIX = "arn:runtime-agent:lambda:local:000000000000:function:"
 
@@ -41,6 +42,7 @@ class FunctionSpec:
     environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
     description: str = ""
     ephemeral_storage_mb: int = TMP_DEFAULT_MB
+    reserved_concurrency: int = 0   # 0: no per-function limit
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -131,6 +133,10 @@ def validate(spec: FunctionSpec, known_runtimes: Mapping[str, object]) -> Functi
     validate_handler(spec.runtime, spec.handler)
     if len(spec.description) > DESCRIPTION_MAX:
         raise InvalidParameterValue("description", f"at most {DESCRIPTION_MAX} characters are allowed")
+    if not 0 <= spec.reserved_concurrency <= RESERVED_MAX:
+        raise InvalidParameterValue(
+            "reserved_concurrency", f"{spec.reserved_concurrency} is out of range: allowed 0-{RESERVED_MAX} "
+            "(0 means no per-function limit)")
     return dataclasses.replace(
         spec,
         memory_mb=_in_range("memory_mb", spec.memory_mb, MEMORY_MIN_MB, MEMORY_MAX_MB, MEMORY_DEFAULT_MB, "MB"),

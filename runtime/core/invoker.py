@@ -23,10 +23,11 @@ from typing import Mapping
 from runtime.core.codestore import CodeStore
 from runtime.core.function import FunctionConfig
 from runtime.core.logs import LogStore
+from runtime.core.metrics import Metrics
 from runtime.core.registry import FunctionRegistry
 from runtime.core.runtimes import Runtime
-from runtime.errors import (FunctionErrorType, InvalidRequestContent, RequestTooLarge, ServiceError,
-                            TooManyRequests)
+from runtime.core.usage import UsageLedger
+from runtime.errors import FunctionErrorType, InvalidRequestContent, RequestTooLarge, TooManyRequests
 from runtime.sandbox.environment import Environment, InitFailed, State
 from runtime.sandbox.host import SandboxHost
 
@@ -69,12 +70,33 @@ class InvokeResult:
     status_code: int = 200
 
 
+def host_memory_mb() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+def default_memory_budget_mb() -> int:
+    """Host memory minus a reserve for the kernel, the agent and the page cache."""
+    total = host_memory_mb()
+    return max(total - max(1024, total // 10), 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class InvokerSettings:
     keep_alive_s: float = 600.0
     max_environments: int = 256
     init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S
     region: str = "local"
+    # Memory (MB) all environments together may be given; 0 means the default.
+    memory_budget_mb: int = 0
+    # Write START/END/REPORT lines to each function's log.
+    platform_logs: bool = True
 
 
 class _Pool:
@@ -88,15 +110,20 @@ class _Pool:
 
 class Invoker:
     def __init__(self, registry: FunctionRegistry, code: CodeStore, host: SandboxHost, logs: LogStore,
-                 runtimes: Mapping[str, Runtime], settings: InvokerSettings = InvokerSettings()):
+                 runtimes: Mapping[str, Runtime], settings: InvokerSettings = InvokerSettings(),
+                 usage: UsageLedger | None = None, metrics: Metrics | None = None):
         self.registry = registry
         self.code = code
         self.host = host
         self.logs = logs
         self.runtimes = runtimes
         self.settings = settings
+        self.usage = usage
+        self.metrics = metrics
+        self.budget_mb = settings.memory_budget_mb or default_memory_budget_mb()
         self._pools: dict[str, _Pool] = {}
         self._count = 0
+        self._memory_mb = 0  # of every live environment, starting ones included
         self._seq = itertools.count(1)
         self._reaper: asyncio.Task | None = None
         registry.on_change.append(self._retire)
@@ -128,8 +155,21 @@ class Invoker:
             return InvokeResult(b"", "", "", request_id, cfg.version, "", Timings(), status_code=204)
         if cmd.log_tail:
             self.logs.start_capture(request_id)
-        env, kind, init = await self._acquire(cfg)
+        try:
+            env, kind, init = await self._acquire(cfg)
+        except TooManyRequests as exc:
+            if self.metrics is not None:
+                self.metrics.throttled(cfg.name, exc.reason.split(":")[0])
+            if cmd.log_tail:
+                self.logs.end_capture(request_id)
+            raise
         t_env = time.perf_counter_ns()
+        platform = self.settings.platform_logs
+        name = cfg.name
+        if platform:
+            self.logs.append(name, request_id, "platform", b"START RequestId: %s Version: %s" % (
+                request_id.encode(), cfg.version.encode()))
+        cpu0 = env.cpu_usage_ns() if init is None else 0
         try:
             if isinstance(init, InitFailed):
                 doc = init.document
@@ -143,22 +183,47 @@ class Invoker:
             if env is not None:
                 self._release(cfg, env)
         t1 = time.perf_counter_ns()
+        cpu_ns = env.cpu_usage_ns() - cpu0 if init is None else 0
         sandbox_us = code_us = 0
-        if kind == "cold" and env is not None and env.init is not None:
-            sandbox_us = (env.init.start_ns - env.init.spawn_ns) // 1000
-            code_us = (env.init.ready_ns - env.init.start_ns) // 1000
-        timings = Timings(
-            total_us=(t1 - t0) // 1000,
-            queue_us=0 if kind == "cold" else (t_env - t0) // 1000,
-            sandbox_us=max(sandbox_us, 0), code_load_us=max(code_us, 0),
-            handler_us=handler_ns // 1000,
-            init_us=max(sandbox_us, 0) + max(code_us, 0) if kind == "cold" else 0)
+        if kind == "cold" and env.init is not None:
+            sandbox_us = max((env.init.start_ns - env.init.spawn_ns) // 1000, 0)
+            code_us = max((env.init.ready_ns - env.init.start_ns) // 1000, 0)
+        init_us = sandbox_us + code_us if kind == "cold" else 0
+        queue_us = 0 if kind == "cold" else (t_env - t0) // 1000
+        timings = Timings(total_us=(t1 - t0) // 1000, queue_us=queue_us, sandbox_us=sandbox_us,
+                          code_load_us=code_us, handler_us=handler_ns // 1000, init_us=init_us)
+        duration_ns = t1 - t_env
+        billed = self.usage.record(name, time.time(), duration_ns, cfg.spec.memory_mb, cpu_ns) \
+            if self.usage is not None else 0
+        if platform:
+            peak_mb = env.peak_memory_bytes() // (1024 * 1024)
+            self.logs.append(name, request_id, "platform", b"END RequestId: " + request_id.encode())
+            report = "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t" \
+                     "Max Memory Used: %d MB" % (request_id, duration_ns / 1e6, billed, cfg.spec.memory_mb, peak_mb)
+            if init_us:
+                report += "\tInit Duration: %.2f ms" % (init_us / 1000)
+            if error_type:
+                report += "\tStatus: error\tError Type: " + error_type
+            self.logs.append(name, request_id, "platform", report.encode())
+        if self.metrics is not None:
+            self.metrics.observe(name, kind, timings.total_us / 1e6, {
+                "queue": queue_us / 1e6, "sandbox": sandbox_us / 1e6, "code_load": code_us / 1e6,
+                "handler": handler_ns / 1e9}, init_us / 1e6, error_type)
         tail = self.logs.end_capture(request_id) if cmd.log_tail else ""
         return InvokeResult(outcome_payload, "Unhandled" if error_type else "", error_type, request_id,
                             cfg.version, kind, timings, tail)
 
     def statistics(self) -> dict:
-        return {name: {"idle": len(p.idle), "total": len(p.all)} for name, p in self._pools.items()}
+        """Live numbers for the metrics exporter (read at scrape time)."""
+        environments: dict[tuple[str, str], int] = {}
+        concurrent: dict[str, int] = {}
+        for name, pool in self._pools.items():
+            for env in pool.all:
+                key = (name, env.state.value)
+                environments[key] = environments.get(key, 0) + 1
+            concurrent[name] = len(pool.all) - len(pool.idle)
+        return {"environments": environments, "concurrent": concurrent,
+                "budget_bytes": self.budget_mb * 1024 * 1024, "used_bytes": self._memory_mb * 1024 * 1024}
 
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
@@ -166,6 +231,8 @@ class Invoker:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        if self.usage is not None:
+            self.usage.flush()
         for pool in list(self._pools.values()):
             for env in list(pool.all):
                 env.destroy("agent shutdown")
@@ -183,16 +250,41 @@ class Invoker:
             env = pool.idle.pop()
             if env.state is State.IDLE:
                 return env, "warm", None
-        if self._count >= self.settings.max_environments:
-            raise TooManyRequests("Rate Exceeded.",
-                                  f"ConcurrentInvocationLimitExceeded: {self.settings.max_environments} "
-                                  "environments are running on this host")
+        self._admit(cfg, pool)
         env = self._new_environment(cfg, pool)
         try:
             await env.start(min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds)))
         except InitFailed as exc:
             return env, "cold", exc
         return env, "cold", None
+
+    def _admit(self, cfg: FunctionConfig, pool: _Pool) -> None:
+        """Refuses a new environment beyond the limits, at once: no queue.
+
+        Order: the function's own reserved concurrency, then the host's
+        environment count and memory budget, which idle environments of any
+        function are evicted for (least recently used first) before anything
+        is refused."""
+        reserved = cfg.spec.reserved_concurrency
+        if reserved and len(pool.all) >= reserved:
+            raise TooManyRequests("Rate Exceeded.", f"ReservedFunctionConcurrentInvocationLimitExceeded: "
+                                  f"{cfg.name} may run {reserved} at once")
+        need_mb = cfg.spec.memory_mb
+        if self._count >= self.settings.max_environments or self._memory_mb + need_mb > self.budget_mb:
+            self._evict_idle(need_mb)
+        if self._count >= self.settings.max_environments:
+            raise TooManyRequests("Rate Exceeded.", f"ConcurrentInvocationLimitExceeded: "
+                                  f"{self.settings.max_environments} environments are running on this host")
+        if self._memory_mb + need_mb > self.budget_mb:
+            raise TooManyRequests("Rate Exceeded.", f"HostMemoryBudgetExceeded: {self._memory_mb} of "
+                                  f"{self.budget_mb} MB in use, {need_mb} MB more needed")
+
+    def _evict_idle(self, need_mb: int) -> None:
+        idle = sorted((env for pool in self._pools.values() for env in pool.idle), key=lambda e: e.last_used)
+        for env in idle:
+            if self._count < self.settings.max_environments and self._memory_mb + need_mb <= self.budget_mb:
+                return
+            env.destroy("evicted for another environment")
 
     def _new_environment(self, cfg: FunctionConfig, pool: _Pool) -> Environment:
         rt = self.runtimes[cfg.spec.runtime]
@@ -205,8 +297,11 @@ class Invoker:
         def sink(request_id: str, stream: str, line: bytes) -> None:
             self.logs.append(name, request_id, stream, line)
 
+        memory_mb = cfg.spec.memory_mb
+
         def on_dead(env: Environment) -> None:
             self._count -= 1
+            self._memory_mb -= memory_mb
             self.host.release_uid(uid)
             pool.all.discard(env)
             if env in pool.idle:
@@ -215,6 +310,7 @@ class Invoker:
         env = Environment(env_id, spec, self.host.env_cgroup(env_id), sink, on_dead)
         pool.all.add(env)
         self._count += 1
+        self._memory_mb += memory_mb
         return env
 
     def _environ(self, cfg: FunctionConfig, rt: Runtime, env_id: str) -> dict[str, str]:
@@ -263,8 +359,10 @@ class Invoker:
 
     async def _reap_loop(self) -> None:
         while True:
-            await asyncio.sleep(min(1.0, self.settings.keep_alive_s / 4))
+            await asyncio.sleep(max(0.05, min(1.0, self.settings.keep_alive_s / 4)))
             self.reap_idle()
+            if self.usage is not None:
+                self.usage.flush()
 
     def reap_idle(self) -> int:
         cutoff = time.monotonic() - self.settings.keep_alive_s
@@ -275,7 +373,3 @@ class Invoker:
                     env.destroy("idle")
                     reaped += 1
         return reaped
-
-
-def describe(exc: BaseException) -> ServiceError:
-    return ServiceError(f"internal error: {type(exc).__name__}: {exc}")

@@ -127,6 +127,20 @@ class EnvCgroup:
     def __init__(self, root: CgroupRoot, env_id: str):
         self.root = root
         self.dirs = {c: d / env_id for c, d in root.dirs.items()}
+        # Counters read on every invocation stay open: pread beats open+read+close.
+        self._fds: dict[str, int] = {}
+
+    def _pread_int(self, controller: str, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            try:
+                fd = self._fds[name] = os.open(self.dirs[controller] / name, os.O_RDONLY | os.O_CLOEXEC)
+            except (OSError, KeyError):
+                return 0
+        try:
+            return int(os.pread(fd, 64, 0) or 0)
+        except (OSError, ValueError):
+            return 0
 
     def create(self, memory_mb: int, pids_max: int, cpu_ms_per_sec: int) -> None:
         """Makes the directories with their limits; ``cpu_ms_per_sec`` 0 means no quota."""
@@ -195,7 +209,7 @@ class EnvCgroup:
 
     def cpu_usage_ns(self) -> int:
         if self.root.version == 1:
-            return int(self._read("cpuacct", "cpuacct.usage") or 0)
+            return self._pread_int("cpuacct", "cpuacct.usage")
         for line in self._read("unified", "cpu.stat").splitlines():
             if line.startswith("usage_usec "):
                 return int(line.split()[1]) * 1000
@@ -223,8 +237,8 @@ class EnvCgroup:
 
     def memory_peak_bytes(self) -> int:
         if self.root.version == 1:
-            return int(self._read("memory", "memory.max_usage_in_bytes") or 0)
-        return int(self._read("unified", "memory.peak") or 0)
+            return self._pread_int("memory", "memory.max_usage_in_bytes")
+        return self._pread_int("unified", "memory.peak")
 
     def out_of_memory(self) -> bool:
         """Whether the kernel refused memory to this environment (hit its limit)."""
@@ -251,6 +265,9 @@ class EnvCgroup:
 
     def remove(self) -> None:
         """Kills what is left inside and removes the directories (idempotent)."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
         for attempt in range(50):
             pids = self._pids()
             for pid in pids:

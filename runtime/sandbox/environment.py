@@ -430,3 +430,6 @@ class Environment:
 
     def peak_memory_bytes(self) -> int:
         return self.cgroup.memory_peak_bytes() if self.cgroup is not None else 0
+
+    def cpu_usage_ns(self) -> int:
+        return self.cgroup.cpu_usage_ns() if self.cgroup is not None else 0

@@ -24,7 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.v1 import (function_pb2, functions_pb2, functions_pb2_grpc, invoker_pb2, invoker_pb2_grpc,
-                        logs_pb2_grpc)
+                        logs_pb2_grpc, usage_pb2_grpc)
 
 BIN = Path(sys.executable).parent
 CHUNK = 1024 * 1024
@@ -56,6 +56,7 @@ class Client:
         self.functions = functions_pb2_grpc.FunctionsStub(self.channel)
         self.invoker = invoker_pb2_grpc.InvokerStub(self.channel)
         self.logs = logs_pb2_grpc.LogsStub(self.channel)
+        self.usage = usage_pb2_grpc.UsageStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     def close(self) -> None:
@@ -144,6 +145,13 @@ class AgentProcess:
             return self.log_path.read_text(errors="replace")[-20000:]
         except OSError:
             return ""
+
+    def serving_info(self) -> dict:
+        """The JSON line the agent prints once it serves (ports, auth, TLS)."""
+        for line in self.log().splitlines():
+            if line.startswith('{"event": "serving"'):
+                return json.loads(line)
+        raise RuntimeError(f"agent printed no serving line:\n{self.log()}")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -1,0 +1,105 @@
+"""Scale per request, within limits that refuse at once rather than queue."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from framework.agent import Client, error_type
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+SLOW = "import time, os\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return os.getpid()\n"
+
+
+def _outcomes(c, name, n, sleep):
+    def one(_):
+        try:
+            c.invoke(name, {"sleep": sleep})
+            return "ok"
+        except grpc.RpcError as err:
+            return (err.code(), error_type(err), err.details())
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_reserved_concurrency_throttles_at_once(client):
+    client.create("reserved-one", {"app.py": SLOW}, reserved_concurrency=1, timeout_seconds=10)
+    t0 = time.monotonic()
+    results = _outcomes(client, "reserved-one", 3, 1.0)
+    assert results.count("ok") == 1
+    refused = [r for r in results if r != "ok"]
+    for code, etype, details in refused:
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert etype == "TooManyRequestsException"
+        assert "ReservedFunctionConcurrentInvocationLimitExceeded" in details
+    assert time.monotonic() - t0 < 8, "refused at once, not queued behind the running call"
+
+
+def test_memory_budget_evicts_idle_then_throttles(fresh_agent):
+    fresh_agent.extra_args = ("--memory-budget-mb", "700")
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    c.create("idle-big", {"app.py": SLOW}, memory_mb=512)
+    c.create("busy", {"app.py": SLOW}, memory_mb=256, timeout_seconds=10)
+    c.invoke("idle-big", {})  # 512 MB idle environment
+    # Two concurrent 256 MB environments need the idle one evicted (512+256 > 700).
+    assert _outcomes(c, "busy", 2, 0.5) == ["ok", "ok"]
+    # Three concurrent 256 MB environments exceed 700 MB even with nothing idle.
+    results = _outcomes(c, "busy", 3, 1.0)
+    refused = [r for r in results if r != "ok"]
+    assert len(refused) >= 1, results
+    for code, etype, details in refused:
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and etype == "TooManyRequestsException"
+        assert "HostMemoryBudgetExceeded" in details
+    # the evicted function still works: it starts cold again
+    assert c.invoke_json("idle-big")[0].function_error == ""
+    c.close()
+
+
+def test_host_environment_limit(fresh_agent):
+    fresh_agent.extra_args = ("--max-environments", "2")
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    c.create("many", {"app.py": SLOW}, timeout_seconds=10)
+    results = _outcomes(c, "many", 4, 1.0)
+    assert results.count("ok") == 2
+    assert all("ConcurrentInvocationLimitExceeded" in r[2] for r in results if r != "ok")
+    c.close()
+
+
+def test_idle_environments_reaped(fresh_agent):
+    fresh_agent.extra_args = ("--keep-alive", "1")
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    c.create("reaped", {"app.py": SLOW})
+    pid1 = c.invoke_json("reaped")[1]
+    import glob
+    assert glob.glob("/sys/fs/cgroup/memory/runtime-agent/*/reaped-*")
+    deadline = time.monotonic() + 10
+    while glob.glob("/sys/fs/cgroup/memory/runtime-agent/*/reaped-*") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not glob.glob("/sys/fs/cgroup/memory/runtime-agent/*/reaped-*"), "idle environment was not reaped"
+    resp, pid2 = c.invoke_json("reaped")
+    from runtime.v1 import invoker_pb2
+    assert resp.start_kind == invoker_pb2.COLD
+    del pid1, pid2
+    c.close()
+
+
+def test_killed_environment_replaced(client):
+    import os
+    import signal
+    client.create("victim", {"app.py": SLOW})
+    client.invoke("victim", {})
+    import glob
+    procs = glob.glob("/sys/fs/cgroup/pids/runtime-agent/*/victim-*/NSJAIL.*/cgroup.procs")
+    assert procs
+    for path in procs:
+        for pid in open(path).read().split():
+            os.kill(int(pid), signal.SIGKILL)
+    time.sleep(0.2)
+    resp, _ = client.invoke_json("victim")
+    assert resp.function_error == "", "no failed request: the dead idle environment is not reused"
