@@ -151,7 +151,7 @@ def _config_dict(cfg) -> dict:
     return {
         "name": s.name, "runtime": s.runtime, "handler": s.handler,
         "memory_mb": s.memory_mb, "timeout_seconds": s.timeout_seconds,
-        "ephemeral_storage_mb": s.ephemeral_storage_mb,
+        "ephemeral_storage_mb": s.ephemeral_storage_mb, "reserved_concurrency": s.reserved_concurrency,
         "environment": dict(sorted(s.environment.items())), "description": s.description,
         "code_sha256": cfg.code_sha256, "code_size": cfg.code_size,
         "code_unpacked_size": cfg.code_unpacked_size, "version": cfg.version,
@@ -166,13 +166,14 @@ def _config_text(c: dict) -> str:
         ("name", c["name"]), ("runtime", c["runtime"]), ("handler", c["handler"]),
         ("memory", f"{c['memory_mb']} MB"), ("timeout", f"{c['timeout_seconds']} s"),
         ("ephemeral storage", f"{c['ephemeral_storage_mb']} MB"),
+        ("reserved concurrency", c["reserved_concurrency"] or "-"),
         ("environment", env or "-"), ("description", c["description"] or "-"),
         ("code sha256", c["code_sha256"]),
         ("code size", f"{c['code_size']} bytes ({c['code_unpacked_size']} unpacked)"),
         ("version", c["version"]), ("arn", c["function_arn"]), ("revision", c["revision"]),
         ("created", c["created"]), ("last modified", c["last_modified"]),
     ]
-    return "\n".join(f"{label + ':':<19}{value}" for label, value in rows)
+    return "\n".join(f"{label + ':':<22}{value}" for label, value in rows)
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
@@ -192,10 +193,11 @@ class _Client:
     """The service stubs plus what every call carries: deadline and token."""
 
     def __init__(self, channel: grpc.Channel, args: argparse.Namespace):
-        from runtime.v1 import functions_pb2_grpc, invoker_pb2_grpc, logs_pb2_grpc
+        from runtime.v1 import functions_pb2_grpc, invoker_pb2_grpc, logs_pb2_grpc, usage_pb2_grpc
         self.functions = functions_pb2_grpc.FunctionsStub(channel)
         self.invoker = invoker_pb2_grpc.InvokerStub(channel)
         self.logs = logs_pb2_grpc.LogsStub(channel)
+        self.usage = usage_pb2_grpc.UsageStub(channel)
         self._timeout = args.rpc_timeout
         self._metadata = (("authorization", f"Bearer {args.token}"),) if args.token else None
 
@@ -220,7 +222,8 @@ def cmd_deploy(args, client: _Client) -> int:
             name=args.name, runtime=args.runtime, handler=args.handler,
             memory_mb=args.memory or 0, timeout_seconds=args.function_timeout or 0,
             environment=env or {}, description=args.description or "",
-            ephemeral_storage_mb=args.ephemeral_storage or 0)
+            ephemeral_storage_mb=args.ephemeral_storage or 0,
+            reserved_concurrency=args.reserved_concurrency or 0)
         stream = [pb.CreateFunctionRequest(spec=spec)]
         stream += (pb.CreateFunctionRequest(code=c) for c in chunks)
         cfg = client.functions.CreateFunction(iter(stream), **client.opts())
@@ -233,7 +236,8 @@ def cmd_deploy(args, client: _Client) -> int:
             name=args.name, runtime=args.runtime, handler=args.handler)
         for field, value in (("memory_mb", args.memory), ("timeout_seconds", args.function_timeout),
                              ("description", args.description),
-                             ("ephemeral_storage_mb", args.ephemeral_storage)):
+                             ("ephemeral_storage_mb", args.ephemeral_storage),
+                             ("reserved_concurrency", args.reserved_concurrency)):
             if value is not None:
                 setattr(req, field, value)
         if env is not None:  # replaces all variables; a bare --env clears them
@@ -334,6 +338,36 @@ def cmd_runtimes(args, client: _Client) -> int:
     return 0
 
 
+def cmd_usage(args, client: _Client) -> int:
+    from runtime.v1 import usage_pb2 as pb
+    req = pb.GetUsageRequest(function_name=args.name or "")
+    if args.since:
+        req.start_time.FromDatetime(parse_time(args.since, "--since"))
+    resp = client.usage.GetUsage(req, **client.opts())
+    rows = [{"function": r.function_name, "hour": _iso(r.hour, "minutes"), "requests": r.requests,
+             "billed_ms": r.billed_ms, "gb_seconds": round(r.gb_seconds, 6),
+             "cpu_seconds": round(r.cpu_seconds, 6)} for r in resp.records]
+    text = _table(["FUNCTION", "HOUR (UTC)", "REQUESTS", "BILLED MS", "GB-SECONDS", "CPU-SECONDS"],
+                  [list(r.values()) for r in rows])
+    _output(args, {"billing_granularity_ms": resp.billing_granularity_ms, "records": rows}, text)
+    return 0
+
+
+def _channel(args) -> grpc.Channel:
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE),
+               ("grpc.max_send_message_length", MAX_MESSAGE)]
+    if not args.tls_ca:
+        return grpc.insecure_channel(args.endpoint, options=options)
+    try:
+        root = open(args.tls_ca, "rb").read()
+        key = open(args.tls_key, "rb").read() if args.tls_key else None
+        cert = open(args.tls_cert, "rb").read() if args.tls_cert else None
+    except OSError as exc:
+        raise UsageError(f"--tls-ca/--tls-cert/--tls-key: cannot read {exc.filename}: {exc.strerror}") from exc
+    creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(args.endpoint, creds, options=options)
+
+
 # --- parser and entry point ---------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
                                            f"default {DEFAULT_ENDPOINT})")
     common.add_argument("--token", help="bearer token for every call (env RUNTIME_AGENT_TOKEN)")
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument("--tls-ca", metavar="PEM", help="CA that signed the agent's certificate: use TLS "
+                        "(env RUNTIME_AGENT_TLS_CA)")
+    common.add_argument("--tls-cert", metavar="PEM", help="client certificate for mutual TLS "
+                        "(env RUNTIME_AGENT_TLS_CERT)")
+    common.add_argument("--tls-key", metavar="PEM", help="key of --tls-cert (env RUNTIME_AGENT_TLS_KEY)")
     parser = argparse.ArgumentParser(prog="fnctl", parents=[common],
                                      description="Deploy, invoke and inspect functions.")
     parser.add_argument("--timeout", dest="rpc_timeout", type=float, metavar="SECONDS",
@@ -371,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment variables, replacing all (a bare --env clears them)")
     p.add_argument("--description")
     p.add_argument("--ephemeral-storage", type=int, metavar="MB")
+    p.add_argument("--reserved-concurrency", type=int, metavar="N",
+                   help="most invocations at once (0: no per-function limit)")
 
     p = command("invoke", cmd_invoke, "invoke a function and print its result")
     p.add_argument("--payload", default="{}", metavar="JSON|@FILE|-",
@@ -390,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", metavar="WHEN")
     p.add_argument("--limit", type=int, metavar="N", help="at most the N newest lines")
     command("runtimes", cmd_runtimes, "list the runtimes this host can run", takes_name=False)
+    p = command("usage", cmd_usage, "usage per function and hour (requests, GB-seconds, CPU)",
+                takes_name=False)
+    p.add_argument("name", nargs="?", help="one function (default: all)")
+    p.add_argument("--since", metavar="WHEN", help="10m, 2h, 1d ago, or an ISO-8601 time (UTC)")
     return parser
 
 
@@ -417,10 +462,11 @@ def main(argv: list[str] | None = None) -> int:
                      or os.environ.get("RUNTIME_AGENT_ENDPOINT") or DEFAULT_ENDPOINT)
     args.token = getattr(args, "token", None) or os.environ.get("RUNTIME_AGENT_TOKEN")
     args.json = getattr(args, "json", False)
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE),
-               ("grpc.max_send_message_length", MAX_MESSAGE)]
+    args.tls_ca = getattr(args, "tls_ca", None) or os.environ.get("RUNTIME_AGENT_TLS_CA")
+    args.tls_cert = getattr(args, "tls_cert", None) or os.environ.get("RUNTIME_AGENT_TLS_CERT")
+    args.tls_key = getattr(args, "tls_key", None) or os.environ.get("RUNTIME_AGENT_TLS_KEY")
     try:
-        with grpc.insecure_channel(args.endpoint, options=options) as channel:
+        with _channel(args) as channel:
             return args.func(args, _Client(channel, args))
     except UsageError as exc:
         print(f"fnctl: {exc}", file=sys.stderr)
