@@ -15,11 +15,13 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import logging
 import os
 import time
 import uuid
 from typing import Mapping
 
+from runtime.agentlog import event
 from runtime.core.codestore import CodeStore
 from runtime.core.function import FunctionConfig
 from runtime.core.logs import LogStore
@@ -249,6 +251,7 @@ class Invoker:
         while pool.idle:
             env = pool.idle.pop()
             if env.state is State.IDLE:
+                event("reused", logging.DEBUG, env=env.id)
                 return env, "warm", None
         self._admit(cfg, pool)
         env = self._new_environment(cfg, pool)

@@ -33,6 +33,7 @@ import subprocess
 import time
 from typing import Callable
 
+from runtime.agentlog import event
 from runtime.errors import FunctionErrorType, SandboxError, os_error
 from runtime.jail import compose
 from runtime.jail.spec import SandboxSpec
@@ -215,6 +216,8 @@ class Environment:
                 self.cgroup.attach_all()
                 self.cgroup.set_cpu(self.spec.cpu_ms_per_sec)
             self.state = State.IDLE
+            event("created", env=self.id, uid=self.spec.uid, memory_mb=self.spec.memory_mb,
+                  init_ms=round((ready_ns - spawn_ns) / 1e6, 2))
             return self.init
         if kind == b"E":
             try:
@@ -390,6 +393,8 @@ class Environment:
             return
         self.state = State.DEAD
         self.dead_reason = reason
+        event("reaped" if reason == "idle" else "killed", env=self.id, reason=reason.replace(" ", "_"), invocations=self.invocations,
+              exit_status=self.exit_status)
         self._cancel_timer()
         self._fail(FunctionErrorType.EXIT, f"environment destroyed: {reason}")
         if self._proc is not None and self._proc.returncode is None:

@@ -73,3 +73,31 @@ def test_delete_removes_function(client):
     with pytest.raises(grpc.RpcError) as err:
         client.invoke("short-lived", {})
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_json_lifecycle_log(fresh_agent):
+    import json as _json
+    fresh_agent.extra_args = ("--log-format", "json", "--log-level", "DEBUG", "--keep-alive", "1")
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    c.create("logged", {"app.py": "import time\ndef handler(e, c):\n    time.sleep(e.get('s', 0))\n"
+                        "    return 1\n"}, timeout_seconds=1)
+    c.invoke("logged", {})
+    c.invoke("logged", {})
+    c.invoke("logged", {"s": 5})  # killed at the timeout
+    c.invoke("logged", {})
+    import time as _time
+    _time.sleep(2.5)  # reaped after the 1 s keep-alive
+    c.close()
+    fresh_agent.stop()
+    events = []
+    for line in fresh_agent.log().splitlines():
+        if line.startswith("{") and '"event"' in line:
+            doc = _json.loads(line)
+            if doc.get("logger") == "runtime.lifecycle" and str(doc.get("env", "")).startswith("logged-"):
+                events.append((doc["event"], doc.get("reason")))
+    names = [e for e, _ in events]
+    assert names.count("created") == 2
+    assert "reused" in names
+    assert ("killed", "timeout") in events
+    assert ("reaped", "idle") in events
