@@ -43,6 +43,8 @@ class AgentSettings:
     billing_granularity_ms: int = 1
     # HOST:PORT of the Prometheus endpoint; empty: no metrics are kept.
     metrics_listen: str = ""
+    # HOST:PORT of an OTLP/gRPC collector; empty: no tracing (the SDK is not loaded).
+    otlp_endpoint: str = ""
 
 
 class Agent:
@@ -60,8 +62,12 @@ class Agent:
         self.metrics_port = 0
         if settings.metrics_listen:
             self.metrics = Metrics(gauges=lambda: self.invoker.statistics())
+        self.tracer = None
+        if settings.otlp_endpoint:
+            from runtime.core.tracing import Tracer
+            self.tracer = Tracer(settings.otlp_endpoint)
         self.invoker = Invoker(self.registry, code, host, logs, runtimes, settings.invoker, self.usage,
-                               self.metrics)
+                               self.metrics, self.tracer)
         self.registry.on_change.append(self._forget_deleted)
 
     def _forget_deleted(self, old) -> None:
@@ -95,6 +101,8 @@ class Agent:
         self.host.teardown()
         self.usage.close()
         self.logs.close()
+        if self.tracer is not None:
+            self.tracer.close()
         self.store.close()
 
 

@@ -113,7 +113,7 @@ class _Pool:
 class Invoker:
     def __init__(self, registry: FunctionRegistry, code: CodeStore, host: SandboxHost, logs: LogStore,
                  runtimes: Mapping[str, Runtime], settings: InvokerSettings = InvokerSettings(),
-                 usage: UsageLedger | None = None, metrics: Metrics | None = None):
+                 usage: UsageLedger | None = None, metrics: Metrics | None = None, tracer=None):
         self.registry = registry
         self.code = code
         self.host = host
@@ -122,6 +122,7 @@ class Invoker:
         self.settings = settings
         self.usage = usage
         self.metrics = metrics
+        self.tracer = tracer  # runtime.core.tracing.Tracer, or None when tracing is off
         self.budget_mb = settings.memory_budget_mb or default_memory_budget_mb()
         self._pools: dict[str, _Pool] = {}
         self._count = 0
@@ -211,9 +212,26 @@ class Invoker:
             self.metrics.observe(name, kind, timings.total_us / 1e6, {
                 "queue": queue_us / 1e6, "sandbox": sandbox_us / 1e6, "code_load": code_us / 1e6,
                 "handler": handler_ns / 1e9}, init_us / 1e6, error_type)
+        if self.tracer is not None:
+            self._trace(cfg, request_id, kind, env, t0, t_env, t1, handler_ns, error_type)
         tail = self.logs.end_capture(request_id) if cmd.log_tail else ""
         return InvokeResult(outcome_payload, "Unhandled" if error_type else "", error_type, request_id,
                             cfg.version, kind, timings, tail)
+
+    def _trace(self, cfg: FunctionConfig, request_id: str, kind: str, env: Environment, t0: int, t_env: int,
+               t1: int, handler_ns: int, error_type: str) -> None:
+        # perf_counter stamps -> epoch ns, anchored at the end of the call.
+        shift = time.time_ns() - time.perf_counter_ns()
+        phases: dict[str, tuple[int, int]] = {}
+        if kind == "cold" and env.init is not None:
+            phases["sandbox"] = (env.init.spawn_ns, env.init.start_ns)
+            phases["code_load"] = (env.init.start_ns, env.init.ready_ns)
+        else:
+            phases["queue"] = (t0 + shift, t_env + shift)
+        if handler_ns:
+            phases["handler"] = (t1 + shift - handler_ns, t1 + shift)
+        self.tracer.invocation(cfg.name, request_id, kind, t0 + shift, t1 + shift, phases, error_type,
+                               {"faas.max_memory": cfg.spec.memory_mb * 1024 * 1024})
 
     def statistics(self) -> dict:
         """Live numbers for the metrics exporter (read at scrape time)."""

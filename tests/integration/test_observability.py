@@ -173,3 +173,50 @@ def _usage(c, name):
         total["gb_seconds"] += r.gb_seconds
         total["cpu_seconds"] += r.cpu_seconds
     return total
+
+
+def test_otlp_spans_per_invocation(fresh_agent):
+    """A real OTLP/gRPC collector (the OpenTelemetry proto service) receives
+    one span per invocation with its phases as children."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    spans = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):
+            for rs in request.resource_spans:
+                for ss in rs.scope_spans:
+                    spans.extend(ss.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        fresh_agent.extra_args = ("--otlp-endpoint", f"127.0.0.1:{port}")
+        fresh_agent.start()
+        c = Client(fresh_agent.target)
+        c.create("traced", {"app.py": "import time\ndef handler(e, c):\n    time.sleep(0.05)\n    return 1\n"})
+        cold = c.invoke("traced", {})
+        warm = c.invoke("traced", {})
+        c.close()
+        fresh_agent.stop()  # shutdown flushes the batch
+        by_name = {}
+        for s in spans:
+            by_name.setdefault(s.name, []).append(s)
+        roots = {s.span_id: s for s in by_name["invoke traced"]}
+        assert len(roots) == 2
+        invocation_ids = sorted(a.value.string_value for s in roots.values() for a in s.attributes
+                                if a.key == "faas.invocation_id")
+        assert invocation_ids == sorted([cold.request_id, warm.request_id])
+        children = [s for s in spans if s.parent_span_id in roots]
+        names = sorted(s.name for s in children)
+        assert names.count("handler") == 2 and "sandbox" in names and "code_load" in names and "queue" in names
+        handler = [s for s in children if s.name == "handler"][0]
+        assert handler.end_time_unix_nano - handler.start_time_unix_nano >= 50_000_000
+    finally:
+        server.stop(0)
