@@ -23,9 +23,9 @@ bootstrap -> agent, once, after loading the handler:
                        the bootstrap exits after sending it
 
 agent -> bootstrap, one at a time:
-    b"I"  invoke       body: u16 BE n | n bytes JSON header | payload
-                       header: {"id": request id, "deadline_ms": epoch ms,
-                       "arn": invoked ARN, "cc": client context or null}
+    b"I"  invoke       body: request id \n deadline (epoch ms, decimal) \n
+                       invoked ARN \n client context JSON or empty \n payload
+                       (the first four fields never contain a newline)
 
 bootstrap -> agent, one per invoke:
     b"S"  success      body: u64 BE handler_ns | result as JSON
@@ -107,21 +107,6 @@ def _dumps(obj):
         raise
 
 
-def _read_exact(fd, n):
-    buf = os.read(fd, n)
-    if len(buf) == n or not buf:
-        return buf
-    parts = [buf]
-    got = len(buf)
-    while got < n:
-        chunk = os.read(fd, n - got)
-        if not chunk:
-            return b""
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
-
-
 def _send(fd, kind, body):
     data = _HDR.pack(kind, len(body)) + body
     view = memoryview(data)
@@ -148,11 +133,11 @@ class Context:
                  "invoked_function_arn", "log_group_name", "log_stream_name", "client_context",
                  "identity", "_deadline_ms")
 
-    def __init__(self, header, env):
-        self.aws_request_id = header["id"]
-        self.invoked_function_arn = header["arn"]
-        self._deadline_ms = header["deadline_ms"]
-        self.client_context = header.get("cc")
+    def __init__(self, request_id, deadline_ms, arn, client_context, env):
+        self.aws_request_id = request_id
+        self.invoked_function_arn = arn
+        self._deadline_ms = deadline_ms
+        self.client_context = client_context
         self.identity = None
         self.function_name = env[0]
         self.function_version = env[1]
@@ -215,23 +200,30 @@ def main():
         return 1
     _send(fd, b"R", _U64.pack(_START_NS) + _U64.pack(time.time_ns()))
 
-    loads, dumps, unpack_from = _loads, _dumps, struct.unpack_from
-    perf = time.perf_counter_ns
+    loads, dumps, perf = _loads, _dumps, time.perf_counter_ns
+    buf = b""
     while True:
-        head = _read_exact(fd, 5)
-        if not head:
-            return 0
-        kind, length = _HDR.unpack(head)
-        body = _read_exact(fd, length) if length else b""
-        if kind != b"I" or len(body) != length:
+        # One read usually holds a whole frame; loop only for large payloads.
+        while len(buf) < 5:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return 0
+            buf += chunk
+        kind, length = _HDR.unpack_from(buf)
+        while len(buf) < 5 + length:
+            chunk = os.read(fd, max(65536, 5 + length - len(buf)))
+            if not chunk:
+                return 0
+            buf += chunk
+        body, buf = buf[5:5 + length], buf[5 + length:]
+        if kind != b"I":
             return 2
-        (hlen,) = unpack_from(">H", body)
-        header = loads(body[2:2 + hlen])
-        payload = body[2 + hlen:]
+        request_id, deadline, arn, cc, payload = body.split(b"\n", 4)
+        context = Context(request_id.decode(), int(deadline), arn.decode(), loads(cc) if cc else None, info)
         t0 = perf()
         try:
             event = loads(payload) if payload else {}
-            result = handler(event, Context(header, info))
+            result = handler(event, context)
             elapsed = perf() - t0
             try:
                 data = dumps(result).encode()
@@ -248,7 +240,6 @@ def main():
         out.flush()
         err.flush()
         _send(fd, reply, _U64.pack(elapsed) + data)
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -149,10 +149,10 @@ class Invoker:
                 raise RequestTooLarge(f"client_context is {len(cmd.client_context)} bytes: at most "
                                       f"{MAX_CLIENT_CONTEXT} bytes are allowed")
             try:
-                json.loads(cmd.client_context)
+                parsed = json.loads(cmd.client_context)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise InvalidRequestContent("client_context", f"is not JSON: {exc}") from exc
-            client_context = cmd.client_context
+            client_context = json.dumps(parsed, separators=(",", ":")).encode()  # one line
         request_id = str(uuid.uuid4())
         if cmd.dry_run:
             return InvokeResult(b"", "", "", request_id, cfg.version, "", Timings(), status_code=204)

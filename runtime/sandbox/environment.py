@@ -41,7 +41,6 @@ from runtime.sandbox.host import CONTROL_FD_ENV
 
 _HDR = struct.Struct(">cI")
 _U64 = struct.Struct(">Q")
-_U16 = struct.Struct(">H")
 MAX_RESPONSE = 6 * 1024 * 1024
 # A frame larger than this is a broken or hostile bootstrap, not a response.
 MAX_FRAME = MAX_RESPONSE + 1024 * 1024
@@ -238,11 +237,10 @@ class Environment:
         self.state = State.BUSY
         self.request_id = request_id
         deadline_ms = int(time.time() * 1000 + timeout_s * 1000)
-        header = b'{"id":"%s","deadline_ms":%d,"arn":"%s","cc":%s}' % (
-            request_id.encode(), deadline_ms, arn.encode(), client_context or b"null")
-        body_len = 2 + len(header) + len(payload)
+        # client_context arrives re-serialised by the invoker: one line, no newline.
+        header = b"%s\n%d\n%s\n%s\n" % (request_id.encode(), deadline_ms, arn.encode(), client_context or b"")
         self._waiter = waiter = self._loop.create_future()
-        self._transport.write(b"".join((_HDR.pack(b"I", body_len), _U16.pack(len(header)), header, payload)))
+        self._transport.write(b"".join((_HDR.pack(b"I", len(header) + len(payload)), header, payload)))
         self._limit_s = timeout_s
         self._timer = self._loop.call_later(timeout_s, self._on_timeout, "timeout")
         try:

@@ -170,3 +170,13 @@ def test_concurrent_invocations_scale_out(client):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: client.invoke_json("slow-id")[1], range(4)))
     assert len(set(results)) == 4, "four concurrent calls ran in four environments"
+
+
+def test_client_context_reaches_handler(client):
+    client.create("ctx-echo", {"app.py": "def handler(e, c):\n    return c.client_context\n"})
+    resp = client.invoke("ctx-echo", {}, client_context=b'{"custom": {"a": "line\\nbreak"}, "env": {"k": 1}}')
+    assert json.loads(resp.payload) == {"custom": {"a": "line\nbreak"}, "env": {"k": 1}}
+    assert json.loads(client.invoke("ctx-echo", {}).payload) is None
+    with pytest.raises(grpc.RpcError) as err:
+        client.invoke("ctx-echo", {}, client_context=b"{nope")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
