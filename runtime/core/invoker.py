@@ -24,12 +24,14 @@ from typing import Mapping
 from runtime.agentlog import event
 from runtime.core.codestore import CodeStore
 from runtime.core.function import FunctionConfig
+from runtime.core.keepalive import FixedKeepAlive, HybridHistogramKeepAlive
 from runtime.core.logs import LogStore
 from runtime.core.metrics import Metrics
 from runtime.core.registry import FunctionRegistry
 from runtime.core.runtimes import Runtime
 from runtime.core.usage import UsageLedger
-from runtime.errors import FunctionErrorType, InvalidRequestContent, RequestTooLarge, TooManyRequests
+from runtime.errors import (AgentError, FunctionErrorType, InvalidRequestContent, RequestTooLarge, SandboxError,
+                            TooManyRequests)
 from runtime.sandbox.environment import Environment, InitFailed, State
 from runtime.sandbox.host import SandboxHost
 
@@ -99,6 +101,10 @@ class InvokerSettings:
     memory_budget_mb: int = 0
     # Write START/END/REPORT lines to each function's log.
     platform_logs: bool = True
+    # "fixed" (keep_alive_s) or "hybrid" (learned per function, falling back to fixed).
+    keep_alive_policy: str = "fixed"
+    # Histogram bin of the hybrid policy (the paper's is one minute).
+    keep_alive_bin_s: float = 60.0
 
 
 class _Pool:
@@ -129,6 +135,10 @@ class Invoker:
         self._memory_mb = 0  # of every live environment, starting ones included
         self._seq = itertools.count(1)
         self._reaper: asyncio.Task | None = None
+        fixed = FixedKeepAlive(settings.keep_alive_s)
+        self.policy = (HybridHistogramKeepAlive(bin_s=settings.keep_alive_bin_s, fallback=fixed)
+                       if settings.keep_alive_policy == "hybrid" else fixed)
+        self._prewarms: dict[str, asyncio.TimerHandle] = {}
         registry.on_change.append(self._retire)
 
     # -- public ----------------------------------------------------------------
@@ -156,6 +166,10 @@ class Invoker:
         request_id = str(uuid.uuid4())
         if cmd.dry_run:
             return InvokeResult(b"", "", "", request_id, cfg.version, "", Timings(), status_code=204)
+        self.policy.record(cfg.name, time.monotonic())
+        pending = self._prewarms.pop(cfg.name, None)
+        if pending is not None:  # it arrived before its pre-warm: cancel, it starts its own
+            pending.cancel()
         if cmd.log_tail:
             self.logs.start_capture(request_id)
         try:
@@ -251,6 +265,8 @@ class Invoker:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        for pending in self._prewarms.values():
+            pending.cancel()
         if self.usage is not None:
             self.usage.flush()
         for pool in list(self._pools.values()):
@@ -366,11 +382,58 @@ class Invoker:
         if pool is None or pool.revision != cfg.revision or env not in pool.all:
             env.destroy("function changed")
             return
-        pool.idle.append(env)
+        decision = self.policy.decide(cfg.name)
+        now = time.monotonic()
+        if decision.keep_loaded:
+            env.expires_at = now + decision.keep_alive_s
+            pool.idle.append(env)
+            return
+        # The next call is likely far off: free the memory now, load again
+        # just before it (hybrid policy's pre-warm window).
+        env.destroy("unloaded until the next likely arrival")
+        if cfg.name not in self._prewarms:
+            self._prewarms[cfg.name] = asyncio.get_running_loop().call_later(
+                decision.prewarm_after_s, self._prewarm, cfg.name, decision.keep_alive_s)
+
+    def _prewarm(self, name: str, keep_alive_s: float) -> None:
+        self._prewarms.pop(name, None)
+        asyncio.get_running_loop().create_task(self._prewarm_task(name, keep_alive_s))
+
+    async def _prewarm_task(self, name: str, keep_alive_s: float) -> None:
+        try:
+            cfg = self.registry.get(name)
+        except AgentError:
+            return  # deleted meanwhile
+        pool = self._pools.get(name)
+        if pool is None or pool.revision != cfg.revision:
+            pool = self._pools[name] = _Pool(cfg.revision)
+        if pool.idle:
+            return
+        try:
+            self._admit(cfg, pool)
+        except TooManyRequests:
+            return  # no room: the next call starts cold, as without a policy
+        env = self._new_environment(cfg, pool)
+        try:
+            await env.start(min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds)))
+        except (InitFailed, SandboxError, OSError):
+            env.destroy("pre-warm failed")
+            return
+        event("prewarmed", env=env.id, keep_alive_s=round(keep_alive_s, 1))
+        env.expires_at = time.monotonic() + keep_alive_s
+        if self._pools.get(name) is pool:
+            pool.idle.append(env)
+        else:
+            env.destroy("function changed")
 
     def _retire(self, old: FunctionConfig) -> None:
         """Destroys idle environments of a changed or deleted function; busy
         ones are destroyed when their invocation returns."""
+        pending = self._prewarms.pop(old.name, None)
+        if pending is not None:
+            pending.cancel()
+        if old.name not in self.registry.names():
+            self.policy.forget(old.name)
         pool = self._pools.pop(old.name, None)
         if pool is None:
             return
@@ -386,11 +449,11 @@ class Invoker:
                 self.usage.flush()
 
     def reap_idle(self) -> int:
-        cutoff = time.monotonic() - self.settings.keep_alive_s
+        now = time.monotonic()
         reaped = 0
         for pool in list(self._pools.values()):
             for env in list(pool.idle):
-                if env.last_used < cutoff:
+                if env.expires_at <= now:
                     env.destroy("idle")
                     reaped += 1
         return reaped

@@ -146,6 +146,8 @@ class Environment:
         self.request_id = ""
         self.invocations = 0
         self.last_used = time.monotonic()
+        # When an idle environment may be reaped; set by the keep-alive policy.
+        self.expires_at = float("inf")
         self.init: InitTimings | None = None
         self.exit_status: int | None = None
         self.dead_reason = ""

@@ -103,3 +103,31 @@ def test_killed_environment_replaced(client):
     time.sleep(0.2)
     resp, _ = client.invoke_json("victim")
     assert resp.function_error == "", "no failed request: the dead idle environment is not reused"
+
+
+def test_hybrid_policy_unloads_and_prewarms_periodic_function(fresh_agent):
+    """A function called every 3 s is unloaded after each call and loaded
+    again just before the next one (1 s histogram bins here, so the test
+    takes half a minute rather than hours)."""
+    import glob
+
+    from runtime.v1 import invoker_pb2
+    fresh_agent.extra_args = ("--keep-alive-policy", "hybrid", "--keep-alive-bin", "1", "--log-format", "json")
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    c.create("ticker", {"app.py": SLOW})
+    kinds, unloaded = [], []
+    for i in range(15):
+        t = time.monotonic()
+        kinds.append(c.invoke("ticker", {}).start_kind)
+        time.sleep(1.0)
+        unloaded.append(not glob.glob("/sys/fs/cgroup/memory/runtime-agent/*/ticker-*"))
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - t)))
+    c.close()
+    assert kinds[0] == invoker_pb2.COLD
+    # The first 10 gaps teach the policy (min_samples); afterwards the
+    # environment is gone between calls and yet calls find it warm.
+    assert sum(unloaded[-3:]) >= 2, unloaded
+    assert sum(k == invoker_pb2.WARM for k in kinds[-3:]) >= 2, kinds
+    fresh_agent.stop()
+    assert '"event": "prewarmed"' in fresh_agent.log()
