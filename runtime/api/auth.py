@@ -23,6 +23,7 @@ Scopes per method (documented in README.md):
     /runtime.v1.Functions/*                     admin    (GetFunction and ListFunctions too:
                                                           configurations carry environment
                                                           variables, which often hold secrets)
+    /runtime.v1.Usage/*                         admin    (every function's consumption)
     /grpc.health.v1.Health/*                    none     (load balancers and probes)
     /grpc.reflection.v1(alpha).ServerReflection none     (the API's shape is public)
     anything else                               admin    (fail closed for methods added later)
@@ -55,6 +56,7 @@ _PREFIXES = (
     ("/runtime.v1.Invoker/", INVOKE),
     ("/runtime.v1.Logs/", INVOKE),
     ("/runtime.v1.Functions/", ADMIN),
+    ("/runtime.v1.Usage/", ADMIN),
     ("/grpc.health.v1.Health/", NONE),
     ("/grpc.reflection.v1alpha.ServerReflection/", NONE),
     ("/grpc.reflection.v1.ServerReflection/", NONE),
@@ -102,14 +104,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         required = required_scope(method)
         if required is None:
             return await continuation(handler_call_details)
-        token_id = None
+        token = None
         try:
             token = bearer_token(handler_call_details.invocation_metadata)
-            token_id = parse_token(token)
             self.tokens.authenticate(token).require(required, method)
         except errors.AgentError as exc:
             # AuthFailure, PermissionDenied, or ServiceError when SQLite
-            # failed: every one refuses the call (fail closed).
+            # failed: every one refuses the call (fail closed). The id is
+            # parsed only here, to keep the accepted path short.
+            token_id = parse_token(token) if token else None
             handler = await continuation(handler_call_details)
             if handler is None:
                 return None  # no such method: UNIMPLEMENTED, as without auth

@@ -6,9 +6,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from runtime.api.servicers import FunctionsServicer, InvokerServicer, LogsServicer
+from runtime.api.servicers import FunctionsServicer, InvokerServicer, LogsServicer, UsageServicer
 from runtime.v1 import (functions_pb2, functions_pb2_grpc, invoker_pb2, invoker_pb2_grpc, logs_pb2,
-                        logs_pb2_grpc)
+                        logs_pb2_grpc, usage_pb2, usage_pb2_grpc)
 
 # A 6 MB payload plus framing must fit; anything larger is refused by gRPC
 # itself before it is buffered, the core refuses 6-16 MB with a clear error.
@@ -18,6 +18,7 @@ SERVICE_NAMES = (
     functions_pb2.DESCRIPTOR.services_by_name["Functions"].full_name,
     invoker_pb2.DESCRIPTOR.services_by_name["Invoker"].full_name,
     logs_pb2.DESCRIPTOR.services_by_name["Logs"].full_name,
+    usage_pb2.DESCRIPTOR.services_by_name["Usage"].full_name,
 )
 
 
@@ -37,6 +38,7 @@ def create_server(agent, address: str, *, credentials: grpc.ServerCredentials | 
     functions_pb2_grpc.add_FunctionsServicer_to_server(FunctionsServicer(agent.registry, agent.code), server)
     invoker_pb2_grpc.add_InvokerServicer_to_server(InvokerServicer(agent.invoker), server)
     logs_pb2_grpc.add_LogsServicer_to_server(LogsServicer(agent.registry, agent.logs), server)
+    usage_pb2_grpc.add_UsageServicer_to_server(UsageServicer(agent.usage), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -32,11 +32,25 @@ from runtime.core.runtimes import Runtime
 from runtime.core.usage import UsageLedger
 from runtime.errors import (AgentError, FunctionErrorType, InvalidRequestContent, RequestTooLarge, SandboxError,
                             TooManyRequests)
-from runtime.sandbox.environment import Environment, InitFailed, State
+from runtime.jail.cgroups import cpu_ms_for_memory
+from runtime.sandbox.codemount import open_code_tree
+from runtime.sandbox.codemount import supported as code_mounts_supported
+from runtime.sandbox.environment import STEM_ENV, Environment, InitFailed, State
 from runtime.sandbox.host import SandboxHost
 
+log = logging.getLogger("runtime.invoker")
 MAX_PAYLOAD = 6 * 1024 * 1024
 MAX_CLIENT_CONTEXT = 3583
+# Stem cells start at the smallest size and the default /tmp; specialising
+# sets the function's memory. Functions with a larger /tmp start cold.
+STEM_MEMORY_MB = 128
+STEM_TMP_MB = 512
+REPLENISH_DELAY_S = 0.1
+
+
+def stem_cells_supported(host: SandboxHost) -> bool:
+    """Stem cells need detached mounts (root, Linux 5.12+) and cgroups."""
+    return not host.rootless and host.cgroup_version != 0 and code_mounts_supported()
 DEFAULT_INIT_TIMEOUT_S = 10.0
 
 
@@ -105,6 +119,8 @@ class InvokerSettings:
     keep_alive_policy: str = "fixed"
     # Histogram bin of the hybrid policy (the paper's is one minute).
     keep_alive_bin_s: float = 60.0
+    # Stem cells kept ready per runtime (runtime loaded, no function yet).
+    stem_cells: int = 0
 
 
 class _Pool:
@@ -139,6 +155,10 @@ class Invoker:
         self.policy = (HybridHistogramKeepAlive(bin_s=settings.keep_alive_bin_s, fallback=fixed)
                        if settings.keep_alive_policy == "hybrid" else fixed)
         self._prewarms: dict[str, asyncio.TimerHandle] = {}
+        self._stems: dict[str, list[Environment]] = {}
+        self._replenishing: set[str] = set()
+        self._closing = False
+        self._stem_target = settings.stem_cells if settings.stem_cells and stem_cells_supported(host) else 0
         registry.on_change.append(self._retire)
 
     # -- public ----------------------------------------------------------------
@@ -205,8 +225,11 @@ class Invoker:
         if kind == "cold" and env.init is not None:
             sandbox_us = max((env.init.start_ns - env.init.spawn_ns) // 1000, 0)
             code_us = max((env.init.ready_ns - env.init.start_ns) // 1000, 0)
-        init_us = sandbox_us + code_us if kind == "cold" else 0
-        queue_us = 0 if kind == "cold" else (t_env - t0) // 1000
+        elif kind == "prewarmed" and env.init is not None:
+            # The sandbox and runtime were started ahead; only specialising counts.
+            code_us = max((env.init.ready_ns - env.init.spawn_ns) // 1000, 0)
+        init_us = sandbox_us + code_us
+        queue_us = 0 if init_us else (t_env - t0) // 1000
         timings = Timings(total_us=(t1 - t0) // 1000, queue_us=queue_us, sandbox_us=sandbox_us,
                           code_load_us=code_us, handler_us=handler_ns // 1000, init_us=init_us)
         duration_ns = t1 - t_env
@@ -240,6 +263,8 @@ class Invoker:
         if kind == "cold" and env.init is not None:
             phases["sandbox"] = (env.init.spawn_ns, env.init.start_ns)
             phases["code_load"] = (env.init.start_ns, env.init.ready_ns)
+        elif kind == "prewarmed" and env.init is not None:
+            phases["code_load"] = (env.init.spawn_ns, env.init.ready_ns)
         else:
             phases["queue"] = (t0 + shift, t_env + shift)
         if handler_ns:
@@ -261,8 +286,14 @@ class Invoker:
 
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+        for runtime in self.runtimes:
+            self._replenish_soon(runtime)
 
     async def close(self) -> None:
+        self._closing = True
+        for cells in self._stems.values():
+            for env in list(cells):
+                env.destroy("agent shutdown")
         if self._reaper is not None:
             self._reaper.cancel()
         for pending in self._prewarms.values():
@@ -287,6 +318,11 @@ class Invoker:
             if env.state is State.IDLE:
                 event("reused", logging.DEBUG, env=env.id)
                 return env, "warm", None
+        reserved = cfg.spec.reserved_concurrency
+        if self._stem_eligible(cfg) and not (reserved and len(pool.all) >= reserved):
+            taken = await self._specialise(cfg, pool)
+            if taken is not None:
+                return taken
         self._admit(cfg, pool)
         env = self._new_environment(cfg, pool)
         try:
@@ -327,33 +363,116 @@ class Invoker:
         rt = self.runtimes[cfg.spec.runtime]
         env_id = f"{cfg.name}-{os.getpid()}-{next(self._seq)}"
         uid = self.host.allocate_uid()
-        environ = self._environ(cfg, rt, env_id)
-        spec = self.host.spec_for(env_id, uid, cfg, rt, self.code.path(cfg.code_sha256), environ, ())
-        name = cfg.name
+        spec = self.host.spec_for(env_id, uid, cfg, rt, self.code.path(cfg.code_sha256),
+                                  self._environ(cfg, rt, env_id), ())
+        return self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink, self._on_dead),
+                           pool, cfg.name, cfg.spec.memory_mb)
 
-        def sink(request_id: str, stream: str, line: bytes) -> None:
-            self.logs.append(name, request_id, stream, line)
-
-        memory_mb = cfg.spec.memory_mb
-
-        def on_dead(env: Environment) -> None:
-            self._count -= 1
-            self._memory_mb -= memory_mb
-            self.host.release_uid(uid)
-            pool.all.discard(env)
-            if env in pool.idle:
-                pool.idle.remove(env)
-
-        env = Environment(env_id, spec, self.host.env_cgroup(env_id), sink, on_dead)
-        pool.all.add(env)
+    def _track(self, env: Environment, pool: _Pool | None, function: str, memory_mb: int) -> Environment:
+        env.owner, env.function, env.memory_mb = pool, function, memory_mb
+        if pool is not None:
+            pool.all.add(env)
         self._count += 1
         self._memory_mb += memory_mb
         return env
+
+    def _sink(self, env: Environment, request_id: str, stream: str, line: bytes) -> None:
+        if env.function:
+            self.logs.append(env.function, request_id, stream, line)
+        else:  # a stem cell has no function log yet: its output goes to the agent's
+            log.warning("stem cell %s %s: %s", env.id, stream, line.decode("utf-8", "replace")[:1000])
+
+    def _on_dead(self, env: Environment) -> None:
+        self._count -= 1
+        self._memory_mb -= env.memory_mb
+        self.host.release_uid(env.spec.uid)
+        pool = env.owner
+        if pool is not None:
+            pool.all.discard(env)
+            if env in pool.idle:
+                pool.idle.remove(env)
+        cells = self._stems.get(env.runtime_name)
+        if cells is not None and env in cells:
+            cells.remove(env)
+            self._replenish_soon(env.runtime_name)
+
+    # -- stem cells --------------------------------------------------------------
+    def _stem_eligible(self, cfg: FunctionConfig) -> bool:
+        return (self._stem_target > 0 and cfg.spec.ephemeral_storage_mb == STEM_TMP_MB
+                and bool(self._stems.get(cfg.spec.runtime)))
+
+    async def _specialise(self, cfg: FunctionConfig, pool: _Pool):
+        """Takes a stem cell of the function's runtime and hands it the function;
+        None when the memory budget cannot take the difference."""
+        cells = self._stems[cfg.spec.runtime]
+        stem = cells.pop()
+        delta = cfg.spec.memory_mb - stem.memory_mb
+        if delta > 0 and self._memory_mb + delta > self.budget_mb:
+            self._evict_idle(delta)
+            if self._memory_mb + delta > self.budget_mb:
+                cells.append(stem)
+                return None
+        # Replace the cell a little later: spawning blocks the loop for a few
+        # ms, which would land on this very invocation.
+        asyncio.get_running_loop().call_later(REPLENISH_DELAY_S, self._replenish_soon, cfg.spec.runtime)
+        self._memory_mb += delta
+        stem.memory_mb = cfg.spec.memory_mb
+        stem.owner, stem.function = pool, cfg.name
+        pool.all.add(stem)
+        rt = self.runtimes[cfg.spec.runtime]
+        fd = open_code_tree(str(self.code.path(cfg.code_sha256)))
+        try:
+            await stem.specialise(fd, self._environ(cfg, rt, stem.id), cfg.spec.memory_mb,
+                                  cpu_ms_for_memory(cfg.spec.memory_mb),
+                                  min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds)))
+        except InitFailed as exc:
+            return stem, "prewarmed", exc
+        finally:
+            os.close(fd)
+        return stem, "prewarmed", None
+
+    def _replenish_soon(self, runtime: str) -> None:
+        if self._stem_target and runtime not in self._replenishing and not self._closing:
+            self._replenishing.add(runtime)
+            asyncio.get_running_loop().create_task(self._replenish(runtime))
+
+    async def _replenish(self, runtime: str) -> None:
+        """Starts stem cells of ``runtime`` until there are ``stem_cells`` of them."""
+        try:
+            cells = self._stems.setdefault(runtime, [])
+            rt = self.runtimes[runtime]
+            while len(cells) < self._stem_target and not self._closing:
+                if (self._count >= self.settings.max_environments
+                        or self._memory_mb + STEM_MEMORY_MB > self.budget_mb):
+                    return  # stem cells never push out real work
+                env_id = f"stem-{runtime}-{os.getpid()}-{next(self._seq)}"
+                uid = self.host.allocate_uid()
+                environ = {**self._base_environ(), STEM_ENV: "1"}
+                spec = self.host.stem_spec(env_id, uid, rt, STEM_MEMORY_MB, STEM_TMP_MB, environ)
+                env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink,
+                                              self._on_dead), None, "", STEM_MEMORY_MB)
+                env.runtime_name = runtime
+                try:
+                    await env.start(self.settings.init_timeout_s)
+                except (InitFailed, SandboxError, OSError) as exc:
+                    event("stem_failed", runtime=runtime, error=str(exc).replace(" ", "_"))
+                    env.destroy("stem cell failed to start")
+                    return
+                cells.append(env)
+        finally:
+            self._replenishing.discard(runtime)
+
+    @staticmethod
+    def _base_environ() -> dict[str, str]:
+        return {"LAMBDA_TASK_ROOT": "/var/task", "LAMBDA_RUNTIME_DIR": "/var/runtime", "TZ": "UTC",
+                "LANG": "C.UTF-8", "HOME": "/tmp", "PATH": "/usr/local/bin:/usr/bin:/bin:/opt/bin",
+                "LD_LIBRARY_PATH": "/var/task/lib:/opt/lib"}
 
     def _environ(self, cfg: FunctionConfig, rt: Runtime, env_id: str) -> dict[str, str]:
         spec = cfg.spec
         day = time.strftime("%Y/%m/%d", time.gmtime())
         env = dict(spec.environment)
+        env.update(self._base_environ())
         env.update({
             "_HANDLER": spec.handler,
             "AWS_LAMBDA_FUNCTION_NAME": spec.name,
@@ -365,13 +484,6 @@ class Invoker:
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{rt.name}",
             "AWS_REGION": self.settings.region,
             "AWS_DEFAULT_REGION": self.settings.region,
-            "LAMBDA_TASK_ROOT": "/var/task",
-            "LAMBDA_RUNTIME_DIR": "/var/runtime",
-            "TZ": "UTC",
-            "LANG": "C.UTF-8",
-            "HOME": "/tmp",
-            "PATH": "/usr/local/bin:/usr/bin:/bin:/opt/bin",
-            "LD_LIBRARY_PATH": "/var/task/lib:/opt/lib",
         })
         return env
 

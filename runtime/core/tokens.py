@@ -82,13 +82,19 @@ class TokenInfo:
     created: float
     revoked: bool = False
     revoked_at: float | None = None
+    # Every scope the token grants, implied ones included; computed once
+    # because `allows` runs on every call.
+    granted: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "granted", frozenset() if self.revoked else expand_scopes(self.scopes))
 
     def allows(self, required: str) -> bool:
-        return not self.revoked and required in expand_scopes(self.scopes)
+        return required in self.granted
 
     def require(self, required: str, what: str) -> None:
         if not self.allows(required):
-            raise PermissionDenied(f"token {self.id} lacks the '{required}' scope required by {what}")
+            raise PermissionDenied(f"this token lacks the '{required}' scope required by {what}")
 
     def to_json(self) -> dict:
         return {"id": self.id, "name": self.name, "scopes": list(self.scopes), "created": self.created,

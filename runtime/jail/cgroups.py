@@ -165,23 +165,53 @@ class EnvCgroup:
             _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
         self.set_cpu(cpu_ms_per_sec)
 
+    def set_memory(self, memory_mb: int) -> None:
+        """Changes the limit of a live environment (stem cell specialisation)."""
+        new = memory_mb * 1024 * 1024
+        if self.root.version == 1:
+            limit = self.dirs["memory"] / "memory.limit_in_bytes"
+            memsw = self.dirs["memory"] / "memory.memsw.limit_in_bytes"
+            # The kernel keeps memsw >= memory at every step: raise memsw
+            # first, lower it last.
+            raising = new > int(self._read("memory", "memory.limit_in_bytes") or 0)
+            for path in ((memsw, limit) if raising else (limit, memsw)):
+                try:
+                    _write(path, str(new))
+                except OSError:
+                    if path == limit:
+                        raise  # no swap accounting is fine; the memory limit is not optional
+        elif self.root.version == 2:
+            _write(self.dirs["unified"] / "memory.max", str(new))
+
+    def _cpu_leaves(self) -> list[Path]:
+        """nsjail's NSJAIL.<pid> directories under the environment's cpu directory."""
+        try:
+            return [p for p in self.dirs["cpu"].iterdir() if p.is_dir()]
+        except (OSError, KeyError):
+            return []
+
     def set_cpu(self, ms_per_sec: int) -> None:
-        """CPU quota in ms of CPU per second of wall time (1000 = one core); 0 lifts it."""
-        if self.root.version == 1 and "cpu" in self.dirs:
-            _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-            _write(self.dirs["cpu"] / "cpu.cfs_quota_us",
-                   str(ms_per_sec * CPU_PERIOD_US // 1000) if ms_per_sec else "-1")
+        """CPU quota in ms of CPU per second of wall time (1000 = one core); 0 lifts it.
+
+        v1 sets it on nsjail's leaf directory: lowering a leaf is always
+        allowed, while a parent below its child's quota is refused (EINVAL)."""
+        if self.root.version == 1:
+            quota = str(ms_per_sec * CPU_PERIOD_US // 1000) if ms_per_sec else "-1"
+            for leaf in self._cpu_leaves():
+                _write(leaf / "cpu.cfs_quota_us", quota)
+                _write(leaf / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         elif self.root.version == 2:
             quota = str(ms_per_sec * CPU_PERIOD_US // 1000) if ms_per_sec else "max"
             _write(self.dirs["unified"] / "cpu.max", f"{quota} {CPU_PERIOD_US}")
 
     def attach_all(self) -> int:
-        """Moves every task of the environment into the v1 controllers nsjail
-        does not join (cpu, cpuacct); returns how many. Repeats until no new
-        task appears, so a fork racing the move is caught too."""
+        """Moves every task of the environment into the v1 controller nsjail
+        cannot join (cpuacct, for CPU-seconds); returns how many. Repeats
+        until no new task appears, so a fork racing the move is caught too.
+        A v1 migration takes milliseconds: call it off the event loop."""
         if self.root.version != 1:
             return 0
-        targets = [self.dirs[c] / "cgroup.procs" for c in ("cpu", "cpuacct") if c in self.dirs]
+        targets = [self.dirs[c] / "cgroup.procs" for c in ("cpuacct",) if c in self.dirs]
         moved: set[int] = set()
         for _ in range(10):
             pids = self._tasks("pids") - moved
@@ -192,7 +222,7 @@ class EnvCgroup:
                     try:
                         _write(target, str(pid))
                     except OSError as exc:
-                        if exc.errno != errno.ESRCH:  # exited meanwhile
+                        if exc.errno not in (errno.ESRCH, errno.ENOENT):  # exited or torn down meanwhile
                             raise
             moved |= pids
         return len(moved)
@@ -218,8 +248,9 @@ class EnvCgroup:
     def limits(self) -> dict[str, int]:
         """The limits as the kernel holds them, for tests and introspection."""
         if self.root.version == 1:
-            quota = int(self._read("cpu", "cpu.cfs_quota_us") or -1)
-            period = int(self._read("cpu", "cpu.cfs_period_us") or CPU_PERIOD_US)
+            leaves = self._cpu_leaves()
+            quota = int((leaves[0] / "cpu.cfs_quota_us").read_text()) if leaves else -1
+            period = int((leaves[0] / "cpu.cfs_period_us").read_text()) if leaves else CPU_PERIOD_US
             return {"memory_bytes": int(self._read("memory", "memory.limit_in_bytes") or 0),
                     "pids_max": int(self._read("pids", "pids.max") or 0),
                     "cpu_ms_per_sec": quota * 1000 // period if quota > 0 else 0}
@@ -303,9 +334,12 @@ def build(spec: SandboxSpec) -> list[str]:
                 "--cgroup_mem_mount", plan.v1_mounts["memory"],
                 "--cgroup_pids_max", str(spec.pids_max), "--cgroup_pids_parent", plan.parent,
                 "--cgroup_pids_mount", plan.v1_mounts["pids"]]
-        # No nsjail CPU quota: a child quota above the environment's would make
-        # the kernel refuse the lower one. The agent attaches the sandbox's
-        # tasks to its cpu/cpuacct directories itself (EnvCgroup.attach_all).
+        if "cpu" in plan.v1_mounts:
+            # nsjail puts the sandbox into the cpu controller at clone time (a
+            # later migration costs milliseconds on v1) with the init quota;
+            # EnvCgroup.set_cpu lowers that leaf's quota once init is done.
+            args += ["--cgroup_cpu_ms_per_sec", str(spec.init_cpu_ms_per_sec or HOST_CPU_MS),
+                     "--cgroup_cpu_parent", plan.parent, "--cgroup_cpu_mount", plan.v1_mounts["cpu"]]
         return args
     if plan.version == 2:
         return ["--use_cgroupv2", "--cgroupv2_mount", f"{plan.v2_mount}/{plan.parent}",

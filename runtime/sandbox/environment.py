@@ -47,12 +47,14 @@ MAX_FRAME = MAX_RESPONSE + 1024 * 1024
 LOG_READ = 65536
 # nsjail's own exit status when it cannot set the sandbox up.
 NSJAIL_FAILED = 255
+STEM_ENV = "_RUNTIME_STEM_CELL"
 
-LogSink = Callable[[str, str, bytes], None]  # (request_id, stream, line)
+LogSink = Callable[["Environment", str, str, bytes], None]  # (env, request_id, stream, line)
 
 
 class State(enum.Enum):
     STARTING = "starting"
+    STEM = "stem"          # runtime loaded, waiting to be specialised
     IDLE = "idle"
     BUSY = "busy"
     DEAD = "dead"
@@ -161,6 +163,13 @@ class Environment:
         self._partial: dict[int, bytes] = {}
         self._killed_for = ""
         self._limit_s = 0.0
+        # A stem cell's first ready frame means "runtime loaded", not "function loaded".
+        self.stem_waiting = STEM_ENV in spec.environ
+        # Owner bookkeeping, set by the invoker: its pool, function, memory size.
+        self.owner = None
+        self.function = ""
+        self.memory_mb = spec.memory_mb
+        self.runtime_name = ""
 
     # -- start ---------------------------------------------------------------
     async def start(self, init_timeout: float) -> InitTimings:
@@ -208,17 +217,48 @@ class Environment:
             kind, body = await self._waiter
         finally:
             self._cancel_timer()
+        return self._ready(kind, body, spawn_ns, "created")
+
+    async def specialise(self, code_fd: int, environ: dict[str, str], memory_mb: int, cpu_ms_per_sec: int,
+                         init_timeout: float) -> InitTimings:
+        """Turns a stem cell into an environment of one function. ``code_fd``
+        stays the caller's (it is duplicated into the sandbox by SCM_RIGHTS)."""
+        if self.state is not State.STEM:
+            raise SandboxError(f"environment {self.id} is {self.state.value}, not a stem cell")
+        self.state = State.STARTING
+        began = time.time_ns()
+        if self.cgroup is not None:
+            self.cgroup.set_memory(memory_mb)
+        self.spec = dataclasses.replace(self.spec, memory_mb=memory_mb, cpu_ms_per_sec=cpu_ms_per_sec)
+        body = json.dumps(environ).encode()
+        self._waiter = self._loop.create_future()
+        self._limit_s = init_timeout
+        self._timer = self._loop.call_later(init_timeout, self._on_timeout, "init")
+        try:
+            # The transport's buffer is empty (the cell is idle) and the frame
+            # is small, so one sendmsg on a duplicate of the socket never blocks.
+            with socket.socket(fileno=os.dup(self._transport.get_extra_info("socket").fileno())) as dup:
+                socket.send_fds(dup, [_HDR.pack(b"P", len(body)) + body], [code_fd])
+            kind, reply = await self._waiter
+        finally:
+            self._cancel_timer()
+        return self._ready(kind, reply, began, "specialised")
+
+    def _ready(self, kind: bytes, body: bytes, began_ns: int, what: str) -> InitTimings:
         if kind == b"R":
             start_ns, ready_ns = _U64.unpack_from(body)[0], _U64.unpack_from(body, 8)[0]
-            self.init = InitTimings(spawn_ns, start_ns, ready_ns)
+            self.init = InitTimings(began_ns, start_ns, ready_ns)
             if self.cgroup is not None:
                 # Init ran with at least one core; invocations get the share
                 # their memory size buys.
-                self.cgroup.attach_all()
-                self.cgroup.set_cpu(self.spec.cpu_ms_per_sec)
-            self.state = State.IDLE
-            event("created", env=self.id, uid=self.spec.uid, memory_mb=self.spec.memory_mb,
-                  init_ms=round((ready_ns - spawn_ns) / 1e6, 2))
+                if not self.stem_waiting:
+                    self.cgroup.set_cpu(self.spec.cpu_ms_per_sec)
+                if what != "specialised":
+                    self._loop.run_in_executor(None, self._attach_accounting)
+            self.state = State.STEM if self.stem_waiting else State.IDLE
+            self.stem_waiting = False
+            event(what, env=self.id, uid=self.spec.uid, memory_mb=self.spec.memory_mb,
+                  init_ms=round((ready_ns - began_ns) / 1e6, 2))
             return self.init
         if kind == b"E":
             try:
@@ -281,6 +321,13 @@ class Environment:
         if waiter is not None and not waiter.done():
             waiter.set_result((kind, body))
 
+    def _attach_accounting(self) -> None:
+        """Worker thread: joins the CPU-accounting cgroup (a slow v1 migration)."""
+        try:
+            self.cgroup.attach_all()
+        except OSError as exc:
+            event("accounting_failed", env=self.id, error=str(exc).replace(" ", "_"))
+
     def _on_frame(self, kind: bytes, body: bytes) -> None:
         expected = (b"R", b"E") if self.state is State.STARTING else (b"S", b"F")
         if kind not in expected or self._waiter is None or self._waiter.done():
@@ -342,7 +389,7 @@ class Environment:
             self._loop.remove_reader(fd)
             rest = self._partial.pop(fd, b"")
             if rest:
-                self.log_sink(self.request_id, self._log_fds[fd], rest)
+                self.log_sink(self, self.request_id, self._log_fds[fd], rest)
             return
         stream = self._log_fds[fd]
         lines = (self._partial.pop(fd, b"") + data).split(b"\n")
@@ -351,7 +398,7 @@ class Environment:
             self._partial[fd] = tail
         sink, rid = self.log_sink, self.request_id
         for line in lines:
-            sink(rid, stream, line)
+            sink(self, rid, stream, line)
 
     def _drain_logs(self) -> None:
         for fd in list(self._log_fds):
@@ -369,10 +416,10 @@ class Environment:
                 if tail:
                     self._partial[fd] = tail
                 for line in lines:
-                    self.log_sink(self.request_id, self._log_fds[fd], line)
+                    self.log_sink(self, self.request_id, self._log_fds[fd], line)
             rest = self._partial.pop(fd, b"")
             if rest:  # a partial last line belongs to this request too
-                self.log_sink(self.request_id, self._log_fds[fd], rest)
+                self.log_sink(self, self.request_id, self._log_fds[fd], rest)
 
     # -- teardown ------------------------------------------------------------
     def _cancel_timer(self) -> None:

@@ -30,6 +30,8 @@ UID_COUNT = 65_536
 PIDS_MAX = 1024
 NOFILE_MAX = 1024
 CONTROL_FD_ENV = "_RUNTIME_CONTROL_FD"
+# Where a stem cell's bootstrap keeps the code fd it is handed (fd 9 of pid 1).
+STEM_TASK_LINK = "/proc/1/fd/9"
 
 _ETC_FILES = {
     "passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\n"
@@ -129,16 +131,29 @@ class SandboxHost:
 
     def spec_for(self, env_id: str, uid: int, fn: FunctionConfig, rt: Runtime, code_dir: Path,
                  environ: dict[str, str], pass_fds: tuple[int, ...]) -> SandboxSpec:
+        return self._spec(env_id, uid, rt, fn.spec.memory_mb, fn.spec.ephemeral_storage_mb, environ,
+                          code_dir, pass_fds)
+
+    def stem_spec(self, env_id: str, uid: int, rt: Runtime, memory_mb: int, tmp_mb: int,
+                  environ: dict[str, str]) -> SandboxSpec:
+        """A stem cell: no code yet; /var/task will be the fd handed in later."""
+        return self._spec(env_id, uid, rt, memory_mb, tmp_mb, environ, None, ())
+
+    def _spec(self, env_id: str, uid: int, rt: Runtime, memory_mb: int, tmp_mb: int, environ: dict[str, str],
+              code_dir: Path | None, pass_fds: tuple[int, ...]) -> SandboxSpec:
         mounts = [Mount(Path(d), d) for d in rt.host_dirs]
-        mounts += [Mount(self.etc_dir, "/etc"), Mount(rt.bootstrap_dir, "/var/runtime"),
-                   Mount(code_dir, "/var/task")]
+        mounts += [Mount(self.etc_dir, "/etc"), Mount(rt.bootstrap_dir, "/var/runtime")]
+        if code_dir is not None:
+            mounts.append(Mount(code_dir, "/var/task"))
         return SandboxSpec(
             env_id=env_id, nsjail=self.nsjail, argv=rt.argv, environ=environ,
             uid=uid, gid=uid, rootless=self.rootless, mounts=tuple(mounts),
-            tmp_mb=fn.spec.ephemeral_storage_mb, memory_mb=fn.spec.memory_mb,
-            cpu_ms_per_sec=cgroups.cpu_ms_for_memory(fn.spec.memory_mb),
-            init_cpu_ms_per_sec=min(max(1000, cgroups.cpu_ms_for_memory(fn.spec.memory_mb)),
-                                    cgroups.HOST_CPU_MS),
+            task_link="" if code_dir is not None else STEM_TASK_LINK,
+            # A stem cell's /var/task dangles until specialised; the bootstrap chdirs then.
+            cwd="/var/task" if code_dir is not None else "/tmp",
+            tmp_mb=tmp_mb, memory_mb=memory_mb,
+            cpu_ms_per_sec=cgroups.cpu_ms_for_memory(memory_mb),
+            init_cpu_ms_per_sec=min(max(1000, cgroups.cpu_ms_for_memory(memory_mb)), cgroups.HOST_CPU_MS),
             pids_max=PIDS_MAX, nofile_max=NOFILE_MAX,
             cgroups=self.cgroup_root.plan(env_id), pass_fds=pass_fds)
 

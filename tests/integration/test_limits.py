@@ -42,10 +42,12 @@ def _cgroup(function):
         base = mem[0].rsplit("/", 1)[0].replace("/memory/", "/{}/")
         env = mem[0].split("/")[-2]
         read = lambda ctl, f: open(base.format(ctl) + "/" + f).read().strip()  # noqa: E731
+        # The CPU quota sits on nsjail's leaf under the environment's directory.
+        (leaf,) = glob.glob(base.format("cpu") + "/NSJAIL.*")
         return {"memory": int(read("memory", "memory.limit_in_bytes")),
                 "pids": int(read("pids", "pids.max")),
-                "cpu_quota_us": int(read("cpu", "cpu.cfs_quota_us")),
-                "cpu_period_us": int(read("cpu", "cpu.cfs_period_us")), "env": env}
+                "cpu_quota_us": int(open(leaf + "/cpu.cfs_quota_us").read()),
+                "cpu_period_us": int(open(leaf + "/cpu.cfs_period_us").read()), "env": env}
     v2 = glob.glob(f"/sys/fs/cgroup/runtime-agent/*/{function}-*/memory.max")
     assert v2, "no cgroup found for the environment"
     d = v2[0].rsplit("/", 1)[0]

@@ -131,3 +131,46 @@ def test_hybrid_policy_unloads_and_prewarms_periodic_function(fresh_agent):
     assert sum(k == invoker_pb2.WARM for k in kinds[-3:]) >= 2, kinds
     fresh_agent.stop()
     assert '"event": "prewarmed"' in fresh_agent.log()
+
+
+def test_stem_cells_specialise_and_replenish(fresh_agent):
+    """A cold start that finds a stem cell pays only specialisation; the
+    cell is replaced in the background; the function sees its own code at
+    /var/task, read-only, with nothing of the code store around it."""
+    import glob
+    import json as _json
+
+    from runtime.v1 import invoker_pb2
+    fresh_agent.extra_args = ("--stem-cells", "2")
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    deadline = time.monotonic() + 20
+    while len(glob.glob("/sys/fs/cgroup/memory/runtime-agent/*/stem-python3.11-*")) < 2:
+        assert time.monotonic() < deadline, "stem cells did not start"
+        time.sleep(0.1)
+    code = ("import os, json\nSEEN = os.environ.get('COLOR')\n"
+            "def handler(e, c):\n"
+            "    out = {'color': SEEN, 'files': sorted(os.listdir('/var/task')), 'up': sorted(os.listdir('/var/task/..')),"
+            " 'fn': c.function_name, 'mem': c.memory_limit_in_mb}\n"
+            "    try:\n        open('/var/task/x', 'w')\n        out['write'] = 'allowed'\n"
+            "    except OSError as exc:\n        out['write'] = exc.errno\n    return out\n")
+    c.create("stemmed", {"app.py": code, "data.txt": "x"}, memory_mb=256, environment={"COLOR": "blue"})
+    resp, body = c.invoke_json("stemmed")
+    assert resp.start_kind == invoker_pb2.PREWARMED, resp
+    assert body == {"color": "blue", "files": ["__pycache__", "app.py", "data.txt"],
+                    "up": ["__pycache__", "app.py", "data.txt"], "fn": "stemmed", "mem": "256", "write": 30}
+    assert resp.timings.sandbox_us == 0 and 0 < resp.timings.init_us
+    resp2, _ = c.invoke_json("stemmed")
+    assert resp2.start_kind == invoker_pb2.WARM
+    # the taken cell is replaced
+    deadline = time.monotonic() + 20
+    while len(glob.glob("/sys/fs/cgroup/memory/runtime-agent/*/stem-python3.11-*")) < 3:
+        assert time.monotonic() < deadline, "stem cell was not replenished"
+        time.sleep(0.1)
+    limits = glob.glob("/sys/fs/cgroup/memory/runtime-agent/*/stem-python3.11-*/memory.limit_in_bytes")
+    assert sorted(int(open(p).read()) for p in limits).count(256 * 1024 * 1024) == 1
+    # a function with a larger /tmp does not fit a stem cell: it starts cold
+    c.create("big-tmp", {"app.py": "def handler(e, c):\n    return 1\n"}, ephemeral_storage_mb=1024)
+    assert c.invoke("big-tmp", {}).start_kind == invoker_pb2.COLD
+    del _json
+    c.close()
