@@ -19,6 +19,15 @@ bootstrap -> agent, once, after loading the handler:
     b"R"  ready        body: u64 BE start_ns | u64 BE loaded_ns
                        (CLOCK_REALTIME at the first line of this file and
                        after the handler was imported)
+
+A stem cell (``_RUNTIME_STEM_CELL=1``) first sends b"R" with the runtime
+loaded and no function, then waits for
+
+agent -> bootstrap, once, with one fd in SCM_RIGHTS (the code tree):
+    b"P"  specialise   body: JSON object of environment variables
+                       (_HANDLER, AWS_LAMBDA_*, the function's own)
+
+and answers with b"R" (start_ns = when b"P" arrived) or b"E" as above.
     b"E"  init error   body: JSON {"errorMessage","errorType","stackTrace"};
                        the bootstrap exits after sending it
 
@@ -174,8 +183,44 @@ class _InitError(Exception):
         self.cause = cause
 
 
+def _await_specialisation(fd):
+    """Stem cell: the runtime is loaded, the function is not. Blocks until
+    the agent hands in the code (a read-only detached mount, as an fd that
+    becomes /proc/1/fd/9, which /var/task links to) and the function's
+    environment variables. Returns the time specialisation started."""
+    import socket  # only stem cells need SCM_RIGHTS; their start-up is paid ahead
+
+    sock = socket.socket(fileno=fd)
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 1)
+        began = time.time_ns()
+        while len(data) < 5 or len(data) < 5 + _HDR.unpack_from(data)[1]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise SystemExit(0)
+            data += chunk
+    finally:
+        sock.detach()  # the fd stays the control socket
+    if not data:
+        raise SystemExit(0)
+    kind, length = _HDR.unpack_from(data)
+    if kind != b"P" or len(fds) != 1:
+        raise SystemExit(2)
+    os.dup2(fds[0], _CODE_FD)
+    os.close(fds[0])
+    os.environ.update(_loads(data[5:5 + length]))
+    return began
+
+
+_CODE_FD = 9
+
+
 def main():
     fd = int(os.environ.pop("_RUNTIME_CONTROL_FD"))
+    start_ns = _START_NS
+    if os.environ.pop("_RUNTIME_STEM_CELL", ""):
+        _send(fd, b"R", _U64.pack(_START_NS) + _U64.pack(time.time_ns()))
+        start_ns = _await_specialisation(fd)
     env = os.environ
     info = (env.get("AWS_LAMBDA_FUNCTION_NAME", ""), env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
             env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"), env.get("AWS_LAMBDA_LOG_GROUP_NAME", ""),
@@ -198,7 +243,7 @@ def main():
     except BaseException as exc:  # SystemExit & co. at import time are init errors too
         _send(fd, b"E", _dumps(_error_doc(exc, "Runtime.Unknown")).encode())
         return 1
-    _send(fd, b"R", _U64.pack(_START_NS) + _U64.pack(time.time_ns()))
+    _send(fd, b"R", _U64.pack(start_ns) + _U64.pack(time.time_ns()))
 
     loads, dumps, perf = _loads, _dumps, time.perf_counter_ns
     buf = b""
