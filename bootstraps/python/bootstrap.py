@@ -57,6 +57,7 @@ import sys  # noqa: E402
 
 _U64 = struct.Struct(">Q")
 _HDR = struct.Struct(">cI")
+MAX_RESPONSE = 6 * 1024 * 1024
 
 
 # JSON through the C accelerator directly: ``import json`` pulls in ``re``
@@ -278,6 +279,11 @@ def main():
                 reply, data = b"F", dumps(doc).encode()
             else:
                 reply = b"S"
+                if len(data) > MAX_RESPONSE:  # refused here, so the environment stays warm
+                    reply, data = b"F", _dumps({
+                        "errorMessage": f"Response payload size ({len(data)} bytes) exceeded maximum "
+                                        f"allowed payload size ({MAX_RESPONSE} bytes).",
+                        "errorType": "Function.ResponseSizeTooLarge"}).encode()
         except Exception as exc:  # noqa: BLE001  handler errors go back to the caller
             elapsed = perf() - t0
             reply, data = b"F", dumps(_error_doc(exc)).encode()

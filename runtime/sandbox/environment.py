@@ -124,7 +124,7 @@ class _Control(asyncio.Protocol):
         while len(buf) >= 5:
             kind, length = _HDR.unpack_from(buf)
             if length > MAX_FRAME:
-                self.env._on_protocol_error(f"frame of {length} bytes exceeds {MAX_FRAME}")
+                self.env._on_oversized(kind, length)
                 return
             if len(buf) < 5 + length:
                 return
@@ -334,6 +334,18 @@ class Environment:
             self._on_protocol_error(f"unexpected frame {kind!r} while {self.state.value}")
             return
         self._resolve(kind, body)
+
+    def _on_oversized(self, kind: bytes, length: int) -> None:
+        """A frame too large to buffer: a huge response (the runtime did not
+        check the limit itself) or garbage. The stream cannot be resynced
+        without reading it all, so the environment goes either way."""
+        if kind in (b"S", b"F") and self.state is State.BUSY:
+            self._fail(FunctionErrorType.RESPONSE_TOO_LARGE,
+                       f"Response payload size ({length - 8} bytes) exceeded maximum allowed payload size "
+                       f"({MAX_RESPONSE} bytes).")
+            self.destroy("response too large")
+        else:
+            self._on_protocol_error(f"frame of {length} bytes exceeds {MAX_FRAME}")
 
     def _on_protocol_error(self, why: str) -> None:
         self._fail(FunctionErrorType.INVALID_RESPONSE, f"Runtime sent an invalid response: {why}")

@@ -307,16 +307,18 @@ def handler(event, context):
 '''
 
 
-@pytest.mark.parametrize("forge,fragment", [("huge", "exceeds"), ("ready", "unexpected frame")])
-def test_forged_control_frames(deploy, client, agent, forge, fragment):
+@pytest.mark.parametrize("forge,error_type,fragment", [
+    ("huge", "Function.ResponseSizeTooLarge", "exceeded maximum"),
+    ("ready", "Runtime.InvalidResponse", "unexpected frame")])
+def test_forged_control_frames(deploy, client, agent, forge, error_type, fragment):
     """agent limit (control protocol): a function that writes its own frames
-    to the control socket, a 4 GiB length or a frame of the wrong kind, gets
-    Runtime.InvalidResponse; the environment is destroyed, nothing is read
-    beyond the frame limit, and the agent is unharmed."""
+    to the control socket, a 4 GiB response or a frame of the wrong kind,
+    gets an error; the environment is destroyed, nothing is read beyond the
+    frame limit, and the agent is unharmed."""
     name = f"sec-proc-forge-{forge}"
     deploy(name, FORGER)
     resp, body = call(client, name, {"forge": forge})
-    assert_function_error(resp, body, "Runtime.InvalidResponse", fragment)
+    assert_function_error(resp, body, error_type, fragment)
     resp, body = call(client, name, {"forge": "none"})
     assert body == "honest" and resp.start_kind == invoker_pb2.COLD
     assert_agent_healthy(agent)

@@ -362,11 +362,6 @@ def test_response_far_over_limit_contained(deploy, client, agent):
     assert_bystander_ok(client)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A response over MAX_FRAME (6 MB + 1 MiB) is reported as Runtime.InvalidResponse "
-    "'Runtime sent an invalid response: frame of 20000010 bytes exceeds 7340032' (and the "
-    "environment is destroyed) instead of Function.ResponseSizeTooLarge: _Control.data_received "
-    "treats any over-long frame as a protocol error, without looking at its kind (b'S'/b'F')."))
 def test_response_far_over_limit_error_type(deploy, client):
     """agent limit: far over the limit is still Function.ResponseSizeTooLarge."""
     deploy("sec-res-bigresponse-type", RESPONSE, memory_mb=256)

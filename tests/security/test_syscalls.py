@@ -90,6 +90,9 @@ KILLED = [
     ("move_mount", 429, [-1, 0, -1, 0, 0]),
     ("fsmount", 432, [-1, 0, 0]),
     ("fsconfig", 431, [-1, 0, 0, 0, 0]),
+    ("io_uring_setup", 425, [1, 0]),                     # io_uring ops bypass seccomp
+    ("io_uring_enter", 426, [-1, 0, 0, 0, 0, 0]),
+    ("io_uring_register", 427, [-1, 0, 0, 0]),
 ]
 
 CLONES = [
@@ -181,12 +184,6 @@ def test_x32_abi_does_not_run(client, syscaller, nr, args):
     assert_bystander_ok(client)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "The kafel policy does not reject x32 system calls (nr | 0x40000000, same AUDIT_ARCH_X86_64): "
-    "x32 unshare(CLONE_NEWUSER) passes the filter and only this kernel's lack of CONFIG_X86_X32_ABI "
-    "stops it (ENOSYS; seccomp runs before the kernel's dispatch, so a KILL would have shown). On a "
-    "kernel with x32 enabled every KILLED call would be reachable through its x32 number. Fix: "
-    "KILL any nr >= 0x40000000 in the policy (or use nsjail's arch/x32 guard)."))
 def test_x32_abi_killed_by_filter(client, syscaller):
     """seccomp: defence in depth, the filter itself kills x32 calls."""
     resp, body = call(client, syscaller, {"nr": X32 | 272, "args": [CLONE_NEWUSER]})
