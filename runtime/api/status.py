@@ -34,6 +34,26 @@ STATUS_TABLE: tuple[tuple[type[errors.AgentError], grpc.StatusCode], ...] = (
 )
 
 
+class Malformed:
+    """A request whose bytes did not parse as its message type."""
+
+    __slots__ = ("type_name", "error")
+
+    def __init__(self, type_name: str, error: str):
+        self.type_name = type_name
+        self.error = error
+
+    def exception(self) -> errors.InvalidRequestContent:
+        return errors.InvalidRequestContent("request", f"is not a valid {self.type_name} message ({self.error})")
+
+
+async def _checked(stream):
+    async for message in stream:
+        if isinstance(message, Malformed):
+            raise message.exception()
+        yield message
+
+
 def status_for(exc: errors.AgentError) -> grpc.StatusCode:
     for cls, code in STATUS_TABLE:
         if isinstance(exc, cls):
@@ -52,6 +72,10 @@ def guard(method):
     @functools.wraps(method)
     async def wrapper(self, request, context):
         try:
+            if isinstance(request, Malformed):
+                raise request.exception()
+            if hasattr(request, "__aiter__"):  # client stream: check each message as it comes
+                request = _checked(request)
             return await method(self, request, context)
         except errors.AgentError as exc:
             await abort(context, exc)
@@ -71,6 +95,8 @@ def guard_stream(method):
     @functools.wraps(method)
     async def wrapper(self, request, context):
         try:
+            if isinstance(request, Malformed):
+                raise request.exception()
             async for item in method(self, request, context):
                 yield item
         except errors.AgentError as exc:

@@ -10,6 +10,7 @@ configuration into a ``SandboxSpec``.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -19,14 +20,19 @@ from pathlib import Path
 
 from runtime.core.function import FunctionConfig
 from runtime.core.runtimes import Runtime
-from runtime.errors import SandboxError
+from runtime.errors import SandboxError, os_error
 from runtime.jail import cgroups
 from runtime.jail.spec import Mount, SandboxSpec
 
 # Host uids/gids handed to environments in root mode, one per live
-# environment, far above any real account.
+# environment, far above any real account. The range is split in blocks;
+# each agent on the host holds one block through a lock file, so two agents
+# never hand out the same uid (RLIMIT_NPROC is counted per uid host-wide).
 UID_BASE = 800_000
-UID_COUNT = 65_536
+UID_BLOCK = 4096
+UID_BLOCKS = 16
+UID_COUNT = UID_BLOCK
+LOCK_DIR = Path("/run/runtime-agent")
 PIDS_MAX = 1024
 NOFILE_MAX = 1024
 CONTROL_FD_ENV = "_RUNTIME_CONTROL_FD"
@@ -83,14 +89,37 @@ class SandboxHost:
         agent_id = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:12]
         self.cgroup_root = cgroups.CgroupRoot(version, agent_id)
         self.etc_dir = self.run_dir / "etc"
-        self._free_uids = list(range(UID_BASE + UID_COUNT - 1, UID_BASE - 1, -1))
+        self._uid_base = UID_BASE
+        self._free_uids: list[int] = []
+        self._block_lock = -1
 
     @property
     def cgroup_version(self) -> int:
         return self.cgroup_root.version
 
+    def _claim_uid_block(self) -> None:
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        for block in range(UID_BLOCKS):
+            path = LOCK_DIR / f"uid-block-{block}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            except OSError as exc:
+                os.close(fd)
+                raise os_error(f"flock({path})", exc) from exc
+            self._block_lock = fd  # held for the agent's lifetime; the kernel drops it at exit
+            self._uid_base = UID_BASE + block * UID_BLOCK
+            self._free_uids = list(range(self._uid_base + UID_BLOCK - 1, self._uid_base - 1, -1))
+            return
+        raise SandboxError(f"all {UID_BLOCKS} uid blocks under {LOCK_DIR} are held by other agents")
+
     def setup(self) -> int:
         """Prepares host state; returns the number of leftover environments swept."""
+        if not self.rootless:
+            self._claim_uid_block()
         self.etc_dir.mkdir(parents=True, exist_ok=True)
         for name, text in _ETC_FILES.items():
             (self.etc_dir / name).write_text(text)
@@ -122,7 +151,7 @@ class SandboxHost:
         return self._free_uids.pop()
 
     def release_uid(self, uid: int) -> None:
-        if not self.rootless and UID_BASE <= uid < UID_BASE + UID_COUNT:
+        if not self.rootless and self._uid_base <= uid < self._uid_base + UID_BLOCK:
             self._free_uids.append(uid)
 
     def statistics(self) -> HostStatistics:

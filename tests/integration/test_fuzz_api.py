@@ -15,7 +15,7 @@ UNARY = ["/runtime.v1.Functions/UpdateFunctionConfiguration", "/runtime.v1.Funct
          "/runtime.v1.Invoker/Invoke", "/runtime.v1.Usage/GetUsage"]
 STREAM_IN = ["/runtime.v1.Functions/CreateFunction", "/runtime.v1.Functions/UpdateFunctionCode"]
 ALLOWED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED,
-           grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNIMPLEMENTED}
+           grpc.StatusCode.ALREADY_EXISTS}
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 

@@ -1,0 +1,156 @@
+"""The machine a run happened on, and how busy others kept it meanwhile.
+
+Benchmarks on a shared host are only as good as what they say about the
+host: ``machine_info`` names the hardware, kernel and code (commit, whether
+the installed package is the source tree's); ``CpuMeter`` measures, over a
+section, how much CPU went to processes that are *not* this suite (the
+benchmark process, its children, the echo server, the agent and its
+sandboxes), which is what turns a puzzling figure into an explained one.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except OSError:
+        return ""
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def installed_matches_source() -> str:
+    """Which code the installed ``runtime`` package (non-editable) is: the
+    working tree's, the last commit's, or neither. A benchmark of stale code
+    is worse than no benchmark, and others may be editing the tree meanwhile."""
+    import runtime
+
+    installed = Path(runtime.__file__).parent
+    if installed == ROOT / "runtime":
+        return "yes (running from the source tree)"
+    vs_tree, vs_head = [], []
+    # runtime/ is installed as is; setup.py copies bootstraps/ to runtime/_bootstraps.
+    for src_root, dst_root in ((ROOT / "runtime", installed), (ROOT / "bootstraps", installed / "_bootstraps")):
+        for src in sorted(src_root.rglob("*.py")):
+            dst = dst_root / src.relative_to(src_root)
+            got = dst.read_bytes() if dst.exists() else None
+            rel = str(src.relative_to(ROOT))
+            if got != src.read_bytes():
+                vs_tree.append(rel)
+                head = subprocess.run(["git", "-C", str(ROOT), "show", f"HEAD:{rel}"], capture_output=True)
+                if head.returncode != 0 or head.stdout != got:
+                    vs_head.append(rel)
+    if not vs_tree:
+        return "yes (working tree)"
+    if not vs_head:
+        return (f"matches the commit, not the working tree ({len(vs_tree)} uncommitted file(s): "
+                f"{', '.join(vs_tree[:4])})")
+    return (f"NO: {len(vs_head)} file(s) match neither the tree nor the commit ({', '.join(vs_head[:4])}); "
+            "run `.venv/bin/pip install -q .`")
+
+
+def machine_info() -> dict[str, str]:
+    import grpc
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor() or "unknown")
+    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    os_name = next((line.split("=", 1)[1].strip().strip('"') for line in open("/etc/os-release")
+                    if line.startswith("PRETTY_NAME=")), "unknown")
+    dirty = [line for line in _git("status", "--porcelain").splitlines() if line]
+    commit = _git("rev-parse", "HEAD") or "unknown"
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "CPU": cpu,
+        "cores": f"{os.cpu_count()} logical, {len(os.sched_getaffinity(0))} usable by this process",
+        "RAM": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "OS": os_name,
+        "Python / grpcio": f"{platform.python_version()} / {grpc.__version__}",
+        "git commit": f"{commit[:12]} ({_git('log', '-1', '--format=%s')[:70]})",
+        "working tree": f"{len(dirty)} changed or untracked path(s)" if dirty else "clean",
+        "installed package matches source": installed_matches_source(),
+        "load average (start)": loadavg(),
+    }
+
+
+# -- CPU used by others ---------------------------------------------------------------
+def _host_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole host since boot."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)  # idle and iowait are not busy
+
+
+def _own_ticks(root: int) -> int:
+    """CPU ticks of ``root`` and every descendant, live or reaped.
+
+    Summing utime+stime+cutime+cstime over the live processes of the tree
+    counts each process exactly once: a dead one was added to the cutime of
+    whoever waited for it (nsjail waits for its sandbox, the agent for
+    nsjail, this process for its children), and that waiter is in the tree.
+    """
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited while we looked
+        rest = stat[stat.rindex(")") + 2:].split()
+        pid = int(entry.name)
+        parent[pid] = int(rest[1])
+        ticks[pid] = sum(int(x) for x in rest[11:15])
+    total = 0
+    for pid, t in ticks.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parent.get(p, 0)
+        if p == root:
+            total += t
+    return total
+
+
+class CpuMeter:
+    """CPU used by everything outside this suite's process tree, over an interval.
+
+    Loopback networking and cgroup work done by kernel threads on the suite's
+    behalf counts as "others", so a quiet host still shows a few percent.
+    """
+
+    def __init__(self):
+        self.root = os.getpid()
+        self.start()
+
+    def start(self) -> None:
+        self._host = _host_ticks()
+        self._own = _own_ticks(self.root)
+
+    def others(self) -> float:
+        """Fraction of all the host's CPUs used by others since ``start``."""
+        busy, total = _host_ticks()
+        own = _own_ticks(self.root)
+        d_busy, d_total = busy - self._host[0], total - self._host[1]
+        return max(0.0, (d_busy - (own - self._own)) / max(1, d_total))
+
+
+def host_busy(seconds: float = 1.0) -> float:
+    """Fraction of the host's CPUs used by others over ``seconds``, now."""
+    meter = CpuMeter()
+    time.sleep(seconds)
+    return meter.others()

@@ -1,0 +1,143 @@
+"""Optional PNG plots of a run, from the sections' ``data`` dicts.
+
+matplotlib is not a dependency of the project: when it is missing this
+prints a note and returns no plots, and RESULTS.md is written without them.
+Each plot reads only its own section's data and is skipped when that section
+did not run (``--only``) or failed, so partial runs still plot what they have.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def write_plots(results: dict[str, dict], out_dir: Path) -> list[Path]:
+    try:
+        import matplotlib
+    except ImportError:
+        print("note: matplotlib is not installed, no plots written "
+              "(`.venv/bin/pip install matplotlib==3.11.2` to get them)", file=sys.stderr)
+        return []
+    matplotlib.use("Agg")  # files only, never a display
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fn in (("latency_cdf", _latency_cdf), ("throughput", _throughput),
+                     ("cold_breakdown", _cold_breakdown), ("per_request_cost", _per_request_cost)):
+        fig = fn(plt, results)
+        path = out_dir / f"{name}.png"
+        if fig is None:
+            # This run did not measure it: an old picture next to new numbers would mislead.
+            path.unlink(missing_ok=True)
+            continue
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _cdf(ax, ns: list[int], label: str) -> None:
+    xs = sorted(x / 1e6 for x in ns)
+    ys = [(i + 1) / len(xs) for i in range(len(xs))]
+    ax.plot(xs, ys, label=label, linewidth=1.4)
+
+
+def _latency_cdf(plt, results):
+    warm = results.get("warm", {})
+    if "_echo_ns" not in warm:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _cdf(ax, warm["_echo_ns"], f"echo (floor), p50 {warm['echo']['p50_us'] / 1e3:.3f} ms")
+    _cdf(ax, warm["_warm_ns"], f"warm Invoke, p50 {warm['warm']['p50_us'] / 1e3:.3f} ms")
+    # The tail is what matters beyond p50; a log x axis keeps p99 readable.
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per call, ms (log scale)")
+    ax.set_ylabel("fraction of calls")
+    ax.axhline(0.5, color="grey", linewidth=0.5)
+    ax.axhline(0.99, color="grey", linewidth=0.5)
+    ax.set_title("Concurrency 1: echo floor vs warm Invoke (all rounds)")
+    ax.legend(loc="lower right")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def _throughput(plt, results):
+    tput = results.get("warm", {}).get("throughput")
+    if not tput:
+        return None
+    # Only the client of record at every concurrency: one bar pair per level.
+    clients = {key.split("/")[2] for key in tput}
+    client = "aio" if "aio" in clients else sorted(clients)[0]
+    levels = sorted({int(key.split("/")[1]) for key in tput if key.endswith("/" + client)})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.38
+    for i, name in enumerate(("echo", "warm")):
+        values = [tput.get(f"{name}/{c}/{client}", {}).get("rps_median", 0) for c in levels]
+        bars = ax.bar([x + (i - 0.5) * width for x in range(len(levels))], values, width,
+                      label="echo (floor)" if name == "echo" else "warm Invoke")
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.set_xticks(range(len(levels)), [f"{c} in flight" for c in levels])
+    ax.set_ylabel("completed calls per second (median of rounds)")
+    ax.set_title(f"Throughput ({client} client)")
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def _cold_breakdown(plt, results):
+    cold = results.get("cold", {})
+    if "_phases_us" not in cold:
+        return None
+    phases = cold["_phases_us"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 2]})
+    # Left: where the median cold start goes (p50 of each phase, stacked).
+    parts = [("sandbox", cold["phases"]["sandbox_us"]["p50_us"]),
+             ("code load", cold["phases"]["code_load_us"]["p50_us"]),
+             ("handler", cold["phases"]["handler_us"]["p50_us"]),
+             ("gRPC + agent", cold["other"]["p50_us"])]
+    bottom = 0.0
+    for label, us in parts:
+        left.bar(["cold Invoke p50"], [us / 1e3], bottom=[bottom], label=f"{label} {us / 1e3:.1f} ms")
+        bottom += us / 1e3
+    for goal in (25, 30):
+        left.axhline(goal, color="red", linestyle="--", linewidth=0.8)
+    left.set_ylabel("ms")
+    left.legend(fontsize=8, loc="lower right")
+    left.set_title("Median breakdown")
+    # Right: every sample in order, to show drift and outliers.
+    client_ms = [x / 1e6 for x in cold["_client_ns"]]
+    right.plot(client_ms, ".", markersize=3, label="client-observed")
+    right.plot([x / 1e3 for x in phases["sandbox_us"]], ".", markersize=3, label="timings.sandbox_us")
+    right.set_xlabel("sample")
+    right.set_ylabel("ms")
+    right.set_title("Each cold Invoke")
+    right.legend(fontsize=8)
+    right.grid(True, alpha=0.3)
+    return fig
+
+
+def _per_request_cost(plt, results):
+    peers = results.get("peers", {})
+    if "nsjail_python" not in peers:
+        return None
+    rows = []
+    if "warm" in results.get("warm", {}):
+        rows.append(("agent warm", results["warm"]["warm"]))
+    if "client" in results.get("cold", {}):
+        rows.append(("agent cold", results["cold"]["client"]))
+    rows += [("nsjail + python3", peers["nsjail_python"]), ("python3 subprocess", peers["subprocess_python"])]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = range(len(rows))
+    for offset, key in ((-0.2, "p50"), (0.2, "p99")):
+        bars = ax.bar([x + offset for x in xs], [r[f"{key}_us"] / 1e3 for _, r in rows], 0.4, label=key)
+        # Labels, because the warm bars are too short to read off the axis.
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(list(xs), [name for name, _ in rows])
+    ax.set_ylabel("ms per request")
+    ax.set_title("Cost of one request: the agent vs a process per request")
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig

@@ -1,0 +1,269 @@
+"""Turns measurements into sections, and sections into bench/RESULTS.md.
+
+A ``Section`` is plain data: tables of figures, the targets it judges and a
+``data`` dict (the same figures for results.json and the plots; keys starting
+with "_" hold raw samples and stay out of the JSON). The ``*_section``
+builders here know what each benchmark means; ``render`` knows nothing about
+any benchmark, so new sections need no change to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+from pathlib import Path
+
+from loadgen import Summary, ThroughputResult
+
+
+@dataclasses.dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+@dataclasses.dataclass
+class TargetCheck:
+    name: str
+    goal: str
+    measured: str
+    met: bool
+
+
+@dataclasses.dataclass
+class Section:
+    key: str
+    title: str
+    notes: list[str] = dataclasses.field(default_factory=list)
+    tables: list[Table] = dataclasses.field(default_factory=list)
+    targets: list[TargetCheck] = dataclasses.field(default_factory=list)
+    data: dict = dataclasses.field(default_factory=dict)
+
+
+def ms(us: float) -> str:
+    """Microseconds as milliseconds, with the precision that matters at that size."""
+    v = us / 1000
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def summary_row(label: str, s: Summary) -> list[str]:
+    return [label, str(s.n), ms(s.p50_us), ms(s.p90_us), ms(s.p99_us), ms(s.mean_us), ms(s.max_us)]
+
+
+SUMMARY_HEADER = ["", "n", "p50 ms", "p90 ms", "p99 ms", "mean ms", "max ms"]
+
+
+def _kinds(labels: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) or "-"
+
+
+# -- 1 + 2: floor and warm ---------------------------------------------------------
+def warm_section(cfg, latency: dict[str, list[list[int]]],
+                 tput: dict[tuple[str, int, str], list[ThroughputResult]], kinds: dict[str, int],
+                 envs_before: int, envs_after: int, throttling: dict[str, list[int]]) -> Section:
+    top = max(cfg.concurrency)
+    echo_all = Summary.of([x for r in latency["echo"] for x in r])
+    warm_all = Summary.of([x for r in latency["warm"] for x in r])
+    per_round, lat_ratios, rps_ratios = [], [], []
+    for i, (e, w) in enumerate(zip(latency["echo"], latency["warm"])):
+        es, ws = Summary.of(e), Summary.of(w)
+        er, wr = tput[("echo", top, cfg.client)][i].rps, tput[("warm", top, cfg.client)][i].rps
+        lat_ratios.append(ws.p50_us / es.p50_us)
+        rps_ratios.append(wr / er if er else 0.0)
+        per_round.append([str(i + 1), ms(es.p50_us), ms(es.p99_us), ms(ws.p50_us), ms(ws.p99_us),
+                          f"{lat_ratios[-1]:.2f}×", f"{er:,.0f}", f"{wr:,.0f}", f"{rps_ratios[-1]:.2f}×"])
+    lat_ratio, rps_ratio = statistics.median(lat_ratios), statistics.median(rps_ratios)
+
+    tput_rows, tput_data = [], {}
+    for (name, c, client), runs in sorted(tput.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        lat = Summary.of([x for r in runs for x in r.latency_ns])
+        rps = [r.rps for r in runs]
+        labels: dict[str, int] = {}
+        for r in runs:
+            for k, v in r.labels.items():
+                labels[k] = labels.get(k, 0) + v
+        label = "echo (floor)" if name == "echo" else "warm Invoke"
+        tput_rows.append([label, str(c), client, f"{statistics.median(rps):,.0f}",
+                          " / ".join(f"{x:,.0f}" for x in rps), ms(lat.p50_us), ms(lat.p99_us),
+                          str(sum(r.errors for r in runs)), _kinds(labels)])
+        tput_data[f"{name}/{c}/{client}"] = {"rps_median": statistics.median(rps), "rps_rounds": rps,
+                                             "latency": dataclasses.asdict(lat), "labels": labels}
+    ratio_goal_lat, ratio_goal_rps = 1.25, 0.7
+    targets = [
+        TargetCheck("Warm Invoke p50 vs echo p50 (concurrency 1)", f"≤ {ratio_goal_lat}× echo",
+                    f"{lat_ratio:.2f}× ({ms(warm_all.p50_us)} vs {ms(echo_all.p50_us)} ms; rounds: "
+                    + ", ".join(f"{x:.2f}" for x in lat_ratios) + ")", lat_ratio <= ratio_goal_lat),
+        TargetCheck(f"Warm Invoke throughput at {top} in flight vs echo", f"≥ {ratio_goal_rps}× echo",
+                    f"{rps_ratio:.2f}× ({statistics.median(r.rps for r in tput[('warm', top, cfg.client)]):,.0f}"
+                    f" vs {statistics.median(r.rps for r in tput[('echo', top, cfg.client)]):,.0f} calls/s; rounds: "
+                    + ", ".join(f"{x:.2f}" for x in rps_ratios) + ")", rps_ratio >= ratio_goal_rps),
+    ]
+    notes = [
+        f"{cfg.rounds} rounds; each round measures echo and warm latency ({cfg.calls} timed calls each after "
+        f"{cfg.warmup_calls} untimed, in alternating blocks of {cfg.block}), then throughput at "
+        f"{', '.join(map(str, cfg.concurrency))} in flight ({cfg.seconds:g} s windows after {cfg.warmup_s:g} s of "
+        "load, echo and warm alternating). Which server goes first alternates from round to round. "
+        "Ratios are taken per round; the targets are judged on their median.",
+        "Both servers receive the same bytes: the serialised InvokeRequest of the no-op function "
+        "(`def handler(e, c): return None`, payload `{}`). The echo server returns them unparsed.",
+        f"Throughput client of record: `{cfg.client}`; `aio` is one grpc.aio channel with N coroutines, "
+        "`threads` is N threads sharing one sync channel, each in a process of its own. Both are measured at "
+        f"{top} in flight: " + _client_comparison(tput, top) + ".",
+        "CPU quota of the function's environments (cgroup cpu.stat, all rounds): " + "; ".join(
+            f"{phase.removeprefix('warm ')}: {t} of {p} periods throttled ({ns / 1e6:.0f} ms)"
+            for phase, (p, t, ns) in throttling.items()) + ". The echo server has no quota.",
+        f"Environments of the no-op function: {envs_before} before round 1, {envs_after} at the end. "
+        f"Start kinds of the {sum(kinds.values())} timed latency calls: {_kinds(kinds)}.",
+    ]
+    return Section(
+        "warm", "Floor (gRPC echo) and warm Invoke", notes,
+        [Table(SUMMARY_HEADER, [summary_row("echo (floor)", echo_all), summary_row("warm Invoke", warm_all)],
+               "Latency at concurrency 1: sync grpc client in the benchmark process, all rounds pooled."),
+         Table(["round", "echo p50", "echo p99", "warm p50", "warm p99", "p50 ratio",
+                f"echo calls/s @{top}", f"warm calls/s @{top}", "throughput ratio"], per_round,
+               "Per round (latency in ms)."),
+         Table(["server", "in flight", "client", "calls/s (median)", "calls/s per round", "p50 ms",
+                "p99 ms", "errors", "start kinds"], tput_rows,
+               "Throughput; p50/p99 are the latency of each call under that load, rounds pooled.")],
+        targets,
+        {"echo": dataclasses.asdict(echo_all), "warm": dataclasses.asdict(warm_all), "p50_ratios": lat_ratios,
+         "throughput_ratios": rps_ratios, "throughput": tput_data, "start_kinds": kinds,
+         "cpu_throttling": {k: {"periods": p, "throttled": t, "throttled_ms": ns / 1e6}
+                            for k, (p, t, ns) in throttling.items()},
+         "_echo_ns": [x for r in latency["echo"] for x in r], "_warm_ns": [x for r in latency["warm"] for x in r]})
+
+
+def _client_comparison(tput, top: int) -> str:
+    parts = []
+    for name in ("echo", "warm"):
+        rps = {client: statistics.median(r.rps for r in runs)
+               for (n, c, client), runs in tput.items() if n == name and c == top}
+        if len(rps) > 1:
+            best = max(rps, key=rps.get)
+            parts.append(f"{name} " + " vs ".join(f"{k} {v:,.0f}" for k, v in sorted(rps.items()))
+                         + f" calls/s ({best} higher)")
+    return "; ".join(parts) or "only one client measured"
+
+
+# -- 3: cold ------------------------------------------------------------------------
+COLD_PHASES = ("sandbox_us", "code_load_us", "init_us", "handler_us", "total_us")
+
+
+def cold_section(cfg, samples) -> Section:
+    client = Summary.of([s.client_ns for s in samples])
+    phases = {p: Summary.of([getattr(s, p) * 1000 for s in samples]) for p in COLD_PHASES}
+    # What neither the sandbox nor the handler explains: gRPC, the agent's own
+    # work and the control-socket round trips, per sample.
+    other = Summary.of([s.client_ns - (s.init_us + s.handler_us) * 1000 for s in samples])
+    kinds: dict[str, int] = {}
+    for s in samples:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    rows = [summary_row("Invoke, client-observed", client)]
+    names = {"sandbox_us": "sandbox (nsjail + interpreter start)", "code_load_us": "code load (import handler)",
+             "init_us": "init = sandbox + code load", "handler_us": "handler",
+             "total_us": "agent total (request in to response out)"}
+    rows += [summary_row(f"timings.{p} — {names[p]}", phases[p]) for p in COLD_PHASES]
+    rows.append(summary_row("client − init − handler (gRPC + agent)", other))
+    targets = [
+        TargetCheck("Python cold Invoke p50 (issue floor)", "≤ 30 ms", f"{ms(client.p50_us)} ms",
+                    client.p50_us <= 30_000),
+        TargetCheck("Python cold Invoke p50 (later target)", "≤ 25 ms", f"{ms(client.p50_us)} ms",
+                    client.p50_us <= 25_000),
+    ]
+    notes = [
+        f"{len(samples)} cold invokes of the no-op function (after 5 untimed), interleaved with the peers "
+        "below. Before each one, "
+        "UpdateFunctionConfiguration changes the description, which retires the idle environment, so the "
+        f"Invoke must start a new one; the benchmark then waits {cfg.cold_settle_s * 1000:.0f} ms so the old "
+        "environment's teardown is not billed to the new start. Only the Invoke call is timed.",
+        f"Start kinds reported by the agent: {_kinds(kinds)} (every sample must be COLD).",
+        "The phase rows are the response's `timings` field; their p50/p99 are over the same samples.",
+    ]
+    return Section("cold", "Cold Invoke (new environment every time)", notes,
+                   [Table(SUMMARY_HEADER, rows, "Python 3.11 no-op function, one call at a time.")], targets,
+                   {"client": dataclasses.asdict(client), "other": dataclasses.asdict(other), "start_kinds": kinds,
+                    "phases": {p: dataclasses.asdict(s) for p, s in phases.items()},
+                    "_client_ns": [s.client_ns for s in samples],
+                    "_phases_us": {p: [getattr(s, p) for s in samples] for p in COLD_PHASES}})
+
+
+# -- 4: peers -----------------------------------------------------------------------
+def peers_section(cfg, nsjail_ns: list[int], bare_ns: list[int], results: dict) -> Section:
+    nsj, bare = Summary.of(nsjail_ns), Summary.of(bare_ns)
+    rows = [summary_row("fresh nsjail + python3 -S per request", nsj),
+            summary_row("subprocess.run(python3 -S -c pass)", bare)]
+    notes = [f"{len(nsjail_ns)} runs each (after 5 untimed), interleaved with the cold Invokes above (one cold "
+             "Invoke, one nsjail run, one bare run, in turn), timed around `subprocess.run` from the benchmark "
+             "process; output checked on every run.",
+             "nsjail: `-Mo -Q --disable_clone_newuser -u 65534 -g 65534 -R /usr -R /lib -R /lib64 -R /bin` "
+             "with nsjail's default namespaces (pid, mount, ipc, uts, net, cgroup), running "
+             "`python3.11 -S -c 'import json,sys; print(json.dumps(None))'`."]
+    comparison = []
+    cold = results.get("cold", {}).get("client")
+    warm = results.get("warm", {}).get("warm")
+    for label, s in (("agent, cold Invoke", cold), ("agent, warm Invoke", warm)):
+        if s:
+            comparison.append([label, ms(s["p50_us"]), ms(s["p99_us"]), f"{s['p50_us'] / nsj.p50_us:.2f}×"])
+    comparison += [["fresh nsjail + python3", ms(nsj.p50_us), ms(nsj.p99_us), "1.00×"],
+                   ["python3 subprocess (no sandbox)", ms(bare.p50_us), ms(bare.p99_us),
+                    f"{bare.p50_us / nsj.p50_us:.2f}×"]]
+    tables = [Table(SUMMARY_HEADER, rows, "One process per request."),
+              Table(["", "p50 ms", "p99 ms", "p50 vs nsjail peer"], comparison,
+                    "The agent against the peers, same run (a full gRPC round trip for the agent, a fork/exec "
+                    "and wait for the peers).")]
+    return Section("peers", "Peer baseline: a process per request", notes, tables, [],
+                   {"nsjail_python": dataclasses.asdict(nsj), "subprocess_python": dataclasses.asdict(bare),
+                    "_nsjail_ns": nsjail_ns, "_bare_ns": bare_ns})
+
+
+# -- rendering --------------------------------------------------------------------
+def _table(t: Table) -> list[str]:
+    out = [f"*{t.caption}*", ""] if t.caption else []
+    out.append("| " + " | ".join(t.header) + " |")
+    # Right-align the columns of figures, left-align the columns of words.
+    def numeric(i: int) -> bool:
+        cells = [row[i] for row in t.rows if row[i] not in ("", "-")]
+        return bool(cells) and all(c[0].isdigit() for c in cells)
+
+    out.append("|" + "|".join("---:" if numeric(i) else "---" for i in range(len(t.header))) + "|")
+    out += ["| " + " | ".join(row) + " |" for row in t.rows]
+    return out + [""]
+
+
+def render(machine: dict, cfg, sections: list[Section], plots: list[Path], base: Path, quick: bool,
+           busy_note: str = "") -> str:
+    out = ["# Invoke path benchmarks", "",
+           "Written by `.venv/bin/python bench/run.py` (`make bench`). Every figure comes from one run on "
+           "the machine below; regenerate, do not edit. Latencies in milliseconds; p50/p99 are nearest-rank "
+           "percentiles.", ""]
+    if quick:
+        out += ["> **--quick run: too few samples to judge anything; a smoke test only.**", ""]
+    out += ["## Machine", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in machine.items()] + [""]
+    checks = [t for s in sections for t in s.targets]
+    out += ["## Targets", ""]
+    if busy_note:
+        out += [f"> **{busy_note}**", ""]
+    if checks:
+        out += _table(Table(["target", "goal", "measured", "status"],
+                            [[t.name, t.goal, t.measured, "**met**" if t.met else "**NOT MET**"] for t in checks]))
+        out += [f"{sum(t.met for t in checks)} of {len(checks)} targets met.", ""]
+    for s in sections:
+        out += [f"## {s.title}", ""]
+        for t in s.tables:
+            out += _table(t)
+        out += [f"- {n}" for n in s.notes] + [""]
+    if plots:
+        out += ["## Plots", ""] + [f"![{p.stem}]({os.path.relpath(p, base)})" for p in plots] + [""]
+    out += ["## Reproduce", "", "```sh",
+            ".venv/bin/python bench/run.py              # this report (make bench: setup-test, then this)",
+            ".venv/bin/pytest bench/ --benchmark-only   # pytest-benchmark entry points",
+            "```", "", f"Configuration of this run: `{dataclasses.asdict(cfg)}`.", ""]
+    return "\n".join(out)
+
+
+def targets_summary(sections: list[Section]) -> str:
+    lines = [f"{'MET    ' if t.met else 'NOT MET'}  {t.name}: {t.measured} (goal {t.goal})"
+             for s in sections for t in s.targets]
+    return "\n".join(lines) or "no targets judged"

@@ -1,0 +1,304 @@
+"""The invoke-path benchmark suite: ``.venv/bin/python bench/run.py`` (``make bench``).
+
+Measures, in one run on one machine so that ratios hold on a noisy host:
+
+  warm   the floor (a grpc.aio echo server, bench/echo_server.py) and a warm
+         Invoke of a no-op function, interleaved round by round
+  cold   Invoke in a new environment each time, with the agent's breakdown,
+         interleaved with the peers: what users would script instead (a
+         fresh nsjail + python3 per request, and a bare python3 subprocess)
+
+and writes bench/RESULTS.md (machine, commit, every figure with p50/p99,
+which targets are met), bench/out/results.json (the same figures as data)
+and, when matplotlib is installed, PNG plots in bench/plots/.
+
+Adding a benchmark (prewarmed invoke, environment creation rate, idle memory
+per environment, a burst of cold invokes, other languages): write a function
+``section_x(ctx) -> Section`` in a module of its own, and append it to
+SECTIONS below. Sections share the agent and echo server through ``ctx`` and
+may read earlier sections' data from ``ctx.results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import grpc  # noqa: E402
+
+import echo_server  # noqa: E402
+import host  # noqa: E402
+import loadgen  # noqa: E402
+import report  # noqa: E402
+import workloads  # noqa: E402
+from report import Section  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    rounds: int = 3               # echo/warm rounds, alternating, so drift hits both
+    calls: int = 2000             # timed calls per server per latency round (after warm-up)
+    block: int = 200              # ... taken in alternating blocks of this many
+    warmup_calls: int = 200
+    seconds: float = 3.0          # measured window of one throughput run
+    warmup_s: float = 1.0         # load before the window opens
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    client: str = "aio"           # throughput client of record; "threads" is measured too at max concurrency
+    cold_samples: int = 120
+    cold_settle_s: float = 0.05
+
+
+QUICK = Config(rounds=1, calls=300, block=100, warmup_calls=50, seconds=1.0, warmup_s=0.5, cold_samples=20)
+
+
+class Context:
+    """What sections share: configuration, servers (started on first use),
+    and the results of the sections that ran before."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.results: dict[str, dict] = {}
+        self._echo: echo_server.EchoProcess | None = None
+        self._echo_channel: grpc.Channel | None = None
+        self._agent: workloads.AgentUnderTest | None = None
+        self._deployed: set[str] = set()
+
+    def echo(self) -> tuple[echo_server.EchoProcess, grpc.Channel]:
+        if self._echo is None:
+            self._echo = echo_server.EchoProcess().start()
+            self._echo_channel = grpc.insecure_channel(self._echo.target, options=loadgen.CHANNEL_OPTIONS)
+        return self._echo, self._echo_channel
+
+    @property
+    def agent_started(self) -> bool:
+        return self._agent is not None
+
+    def agent(self) -> workloads.AgentUnderTest:
+        if self._agent is None:
+            self._agent = workloads.AgentUnderTest().start()
+        return self._agent
+
+    def deploy(self, name: str, source: str = workloads.NOOP_SOURCE, **spec) -> workloads.AgentUnderTest:
+        agent = self.agent()
+        if name not in self._deployed:
+            agent.deploy(name, source, **spec)
+            self._deployed.add(name)
+        return agent
+
+    def close(self) -> None:
+        if self._echo_channel is not None:
+            self._echo_channel.close()
+        if self._echo is not None:
+            self._echo.stop()
+        if self._agent is not None:
+            self._agent.stop()
+
+
+def progress(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- 1 + 2: the floor and warm Invoke, interleaved ------------------------------
+def section_warm(ctx: Context) -> Section:
+    cfg = ctx.cfg
+    echo, echo_channel = ctx.echo()
+    agent = ctx.deploy(workloads.WARM_FUNCTION)
+    # One request, built once: the echo server gets the very bytes the agent gets.
+    request = workloads.invoke_request(workloads.WARM_FUNCTION)
+    echo_call = loadgen.raw_unary(echo_channel, echo_server.METHOD)
+    if echo_call(request) != request:
+        raise RuntimeError("echo server did not echo")
+    make = functools.partial(workloads.invoke_request, workloads.WARM_FUNCTION)
+    servers = {
+        "echo": (lambda: echo_call(request), loadgen.Target(echo.target, echo_server.METHOD), None),
+        "warm": (lambda: agent.invoke_raw(request), loadgen.Target(agent.target, workloads.INVOKE_METHOD),
+                 workloads.start_kind),
+    }
+    top = max(cfg.concurrency)
+    # Concurrent load grows the pool slowly (a new environment only when every
+    # one is busy at the instant a request arrives), so load the function at
+    # the top concurrency until that many environments exist: the measured
+    # windows then find theirs already started. Cold starts that still happen
+    # inside a window are counted and reported.
+    for _ in range(8):
+        if agent.environment_count() >= top:
+            break
+        progress(f"prewarming: {agent.environment_count()} of {top} environments")
+        loadgen.measure_throughput(servers["warm"][1], make, top, 2 * cfg.warmup_s, 0.0, cfg.client)
+    envs_before = agent.environment_count()
+
+    latency: dict[str, list[list[int]]] = {"echo": [], "warm": []}
+    tput: dict[tuple[str, int, str], list[loadgen.ThroughputResult]] = {}
+    kinds: dict[str, int] = {}
+    throttled: dict[str, list[int]] = {}   # phase -> [periods, throttled periods, throttled ns]
+
+    def measured(phase: str, fn):
+        """Runs fn, adding the environments' CPU-quota throttling meanwhile to ``phase``."""
+        before = agent.cpu_stats()
+        result = fn()
+        delta = workloads.throttling(before, agent.cpu_stats())
+        throttled[phase] = [a + b for a, b in zip(throttled.get(phase, [0, 0, 0]), delta)]
+        return result
+
+    for r in range(cfg.rounds):
+        # Alternate who goes first, so a trend within a round does not favour one side.
+        order = ("echo", "warm") if r % 2 == 0 else ("warm", "echo")
+        progress(f"round {r + 1}/{cfg.rounds}: echo and warm latency, {cfg.calls} calls each")
+        responses: dict[str, list] = {"warm": []}
+        got = measured("warm latency", lambda: loadgen.measure_latency_interleaved(
+            {name: servers[name][0] for name in order}, cfg.calls, cfg.block, cfg.warmup_calls, responses))
+        for name in order:
+            latency[name].append(got[name])
+        for k, v in workloads.count_kinds(responses["warm"]).items():
+            kinds[k] = kinds.get(k, 0) + v
+        for c in cfg.concurrency:
+            clients = (cfg.client, "threads") if c == top and cfg.client != "threads" else (cfg.client,)
+            for client in clients:
+                for name in order:
+                    progress(f"round {r + 1}/{cfg.rounds}: {name} throughput, {c} in flight ({client})")
+                    _, target, inspect = servers[name]
+                    res = measured(f"{name} throughput {c} ({client})", lambda: loadgen.measure_throughput(
+                        target, make, c, cfg.seconds, cfg.warmup_s, client, inspect))
+                    tput.setdefault((name, c, client), []).append(res)
+    warm_throttling = {k: v for k, v in throttled.items() if k.startswith("warm")}
+    return report.warm_section(cfg, latency, tput, kinds, envs_before, agent.environment_count(), warm_throttling)
+
+
+# -- 3 + 4: cold Invoke and its peers, interleaved ---------------------------------
+def section_cold(ctx: Context) -> list[Section]:
+    """Cold Invoke, a fresh nsjail + python3, and a bare python3, one of each
+    per iteration: a neighbour's burst of load hits all three alike, so the
+    agent-vs-peer ratios hold even when the absolute numbers drift."""
+    cfg = ctx.cfg
+    agent = ctx.deploy(workloads.COLD_FUNCTION)
+    samplers = workloads.cold_samplers(agent, workloads.COLD_FUNCTION, cfg.cold_settle_s)
+    progress(f"cold: {cfg.cold_samples} cold invokes, each followed by one run of each peer")
+    got = workloads.interleave(samplers, cfg.cold_samples)
+    cold = report.cold_section(cfg, got["cold"])
+    peers = report.peers_section(cfg, got["nsjail"], got["subprocess"], {**ctx.results, cold.key: cold.data})
+    return [cold, peers]
+
+
+# A section function returns a Section or a list of them. Order matters only
+# for sections that read earlier results from ctx.results.
+SECTIONS = [
+    ("warm", section_warm),
+    ("cold", section_cold),
+]
+
+
+# Above this fraction of CPU used by others, RESULTS.md carries a warning.
+BUSY = 0.25
+
+
+def wait_for_idle(limit_s: float, quiet_samples: int = 3) -> None:
+    """Starts when the host has been quiet for a few seconds in a row, or
+    after ``limit_s`` anyway: on a shared machine a neighbour's test run can
+    double every figure, and a single quiet second is often just a lull."""
+    deadline = time.monotonic() + limit_s
+    quiet = 0
+    while quiet < quiet_samples and time.monotonic() < deadline:
+        busy = host.host_busy(2.0)
+        quiet = quiet + 1 if busy <= BUSY else 0
+        if quiet == 0:
+            progress(f"others use {busy:.0%} of the host; waiting up to {deadline - time.monotonic():.0f} s more")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated sections: " +
+                        ", ".join(k for k, _ in SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="few samples: a smoke test, not a result")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--calls", type=int)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--cold-samples", type=int)
+    parser.add_argument("--client", choices=("aio", "threads"))
+    parser.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--wait-idle", type=float, default=60, metavar="SECONDS",
+                        help="wait up to this long for other work on the host to calm down first (default 60)")
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else Config()
+    overrides = {k: getattr(args, k) for k in ("rounds", "calls", "seconds", "cold_samples", "client")
+                 if getattr(args, k) is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
+    wanted = [s.strip() for s in args.only.split(",") if s.strip()] or [k for k, _ in SECTIONS]
+    unknown = set(wanted) - {k for k, _ in SECTIONS}
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+
+    if args.wait_idle > 0:
+        wait_for_idle(args.wait_idle)
+    machine = host.machine_info()
+    ctx = Context(cfg)
+    busiest = 0.0
+    sections: list[Section] = []
+    failed = False
+    started = time.time()
+    try:
+        for key, fn in SECTIONS:
+            if key not in wanted:
+                continue
+            load_before = host.loadavg()
+            meter = host.CpuMeter()
+            try:
+                produced = fn(ctx)
+            except Exception:  # one broken benchmark must not hide the others' numbers
+                failed = True
+                progress(f"section {key} FAILED")
+                produced = Section(key, f"{key}: FAILED", notes=["```\n" + traceback.format_exc() + "```"])
+            others = meter.others()
+            busiest = max(busiest, others)
+            machine[f"CPU used by others during '{key}'"] = f"{others:.0%} of the host"
+            for section in produced if isinstance(produced, list) else [produced]:
+                # The host may be shared: say how much of it others used meanwhile.
+                section.notes.append(f"While this was measured, processes outside the suite used {others:.0%} of "
+                                     f"the host's CPU; load average (1, 5, 15 min) {load_before} at the start, "
+                                     f"{host.loadavg()} at the end.")
+                ctx.results[section.key] = section.data
+                sections.append(section)
+        if ctx.agent_started:
+            machine["agent mode"] = ctx.agent().mode
+    finally:
+        ctx.close()
+    machine["load average (end)"] = host.loadavg()
+    machine["suite duration"] = f"{time.time() - started:.0f} s"
+
+    plots: list[Path] = []
+    if not args.no_plots:
+        import plots as plotting
+
+        # Next to the report, so its relative links hold wherever --out points.
+        plots = plotting.write_plots(ctx.results, args.out.parent / "plots")
+    busy_note = ""
+    if busiest > BUSY:
+        busy_note = (f"The host was shared: processes outside this suite used up to {busiest:.0%} of its CPU "
+                     "during a section. Every figure is pessimistic, the agent's more than the echo server's "
+                     "(each Invoke crosses three processes, client, agent and sandbox, an echo call two), "
+                     "so the ratios are too.")
+    text = report.render(machine, cfg, sections, plots, args.out.parent, quick=args.quick, busy_note=busy_note)
+    args.out.write_text(text)
+    out_dir = args.out.parent / "out"
+    out_dir.mkdir(exist_ok=True)
+    # "_" keys are raw samples, kept for the plots only.
+    figures = {key: {k: v for k, v in data.items() if not k.startswith("_")} for key, data in ctx.results.items()}
+    (out_dir / "results.json").write_text(json.dumps(
+        {"machine": machine, "config": dataclasses.asdict(cfg), "sections": figures}, indent=1, default=str))
+    progress(f"wrote {args.out} and {out_dir / 'results.json'}")
+    print(report.targets_summary(sections))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
