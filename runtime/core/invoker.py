@@ -326,6 +326,7 @@ class Invoker:
         self._admit(cfg, pool)
         env = self._new_environment(cfg, pool)
         try:
+            self.host.before_spawn()
             await env.start(min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds)))
         except InitFailed as exc:
             return env, "cold", exc
@@ -453,6 +454,7 @@ class Invoker:
                                               self._on_dead), None, "", STEM_MEMORY_MB)
                 env.runtime_name = runtime
                 try:
+                    self.host.before_spawn()
                     await env.start(self.settings.init_timeout_s)
                 except (InitFailed, SandboxError, OSError) as exc:
                     event("stem_failed", runtime=runtime, error=str(exc).replace(" ", "_"))
@@ -527,6 +529,7 @@ class Invoker:
             return  # no room: the next call starts cold, as without a policy
         env = self._new_environment(cfg, pool)
         try:
+            self.host.before_spawn()
             await env.start(min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds)))
         except (InitFailed, SandboxError, OSError):
             env.destroy("pre-warm failed")

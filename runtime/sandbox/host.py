@@ -23,6 +23,7 @@ from runtime.core.runtimes import Runtime
 from runtime.errors import SandboxError, os_error
 from runtime.jail import cgroups
 from runtime.jail.spec import Mount, SandboxSpec
+from runtime.sandbox.warmer import MigrationWarmer
 
 # Host uids/gids handed to environments in root mode, one per live
 # environment, far above any real account. The range is split in blocks;
@@ -92,6 +93,7 @@ class SandboxHost:
         self._uid_base = UID_BASE
         self._free_uids: list[int] = []
         self._block_lock = -1
+        self.warmer: MigrationWarmer | None = None
 
     @property
     def cgroup_version(self) -> int:
@@ -127,11 +129,23 @@ class SandboxHost:
         os.chmod(self.etc_dir, 0o555)
         if self.cgroup_root.version:
             self.cgroup_root.setup()
-            return self.cgroup_root.sweep()
+            swept = self.cgroup_root.sweep()
+            if self.cgroup_root.version == 1 and "pids" in self.cgroup_root.dirs:
+                self.warmer = MigrationWarmer(self.cgroup_root.dirs["pids"])
+                self.warmer.start()
+            return swept
         return 0
+
+    def before_spawn(self) -> None:
+        """Called just before an nsjail starts (see runtime.sandbox.warmer)."""
+        if self.warmer is not None:
+            self.warmer.poke()
 
     def teardown(self) -> None:
         """Kills every environment left and removes the agent's cgroups."""
+        if self.warmer is not None:
+            self.warmer.close()
+            self.warmer = None
         if self.cgroup_root.version:
             self.cgroup_root.teardown()
 
