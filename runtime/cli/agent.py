@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime import agentlog
+from runtime import __version__, agentlog
 from runtime.agent import Agent, AgentSettings, default_data_dir
 from runtime.core.invoker import InvokerSettings
 from runtime.core.tokens import SCOPES, TokenStore
@@ -118,6 +118,9 @@ def _security_problem(args: argparse.Namespace) -> str | None:
     if bool(args.tls_cert) != bool(args.tls_key):
         given, missing = ("--tls-cert", "--tls-key PATH") if args.tls_cert else ("--tls-key", "--tls-cert PATH")
         return f"refusing to start: {given} needs {missing} as well"
+    if args.metrics_listen and not _is_local(args.metrics_listen) and not args.metrics_public:
+        return (f"refusing to serve metrics on {args.metrics_listen}: the endpoint has no authentication; "
+                "use a loopback address, or pass --metrics-public to expose it deliberately")
     if args.tls_client_ca and not args.tls_cert:
         return "refusing to start: --tls-client-ca (mutual TLS) needs --tls-cert PATH and --tls-key PATH"
     if _is_local(args.listen):
@@ -205,6 +208,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runtime-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"runtime-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the agent")
     serve.add_argument("--listen", default=DEFAULT_LISTEN,
@@ -234,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                             "max(1 GiB, 10%%))")
     serve.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                        help="serve Prometheus metrics over HTTP here (default: off)")
+    serve.add_argument("--metrics-public", action="store_true",
+                       help="allow --metrics-listen on a non-loopback address (no authentication)")
     serve.add_argument("--billing-granularity-ms", type=int, default=1, choices=(1, 10, 100),
                        help="billed durations round up to this step (default 1 ms; 100 as in 2016)")
     serve.add_argument("--otlp-endpoint", default="", metavar="HOST:PORT",

@@ -101,3 +101,15 @@ def test_json_lifecycle_log(fresh_agent):
     assert "reused" in names
     assert ("killed", "timeout") in events
     assert ("reaped", "idle") in events
+
+
+def test_refuses_public_metrics_without_flag(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([str(Path(sys.executable).parent / "runtime-agent"), "serve", "--listen", "127.0.0.1:0",
+                          "--metrics-listen", "0.0.0.0:0", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "--metrics-public" in out.stderr
