@@ -24,7 +24,8 @@ def spec_from_pb(msg: function_pb2.FunctionSpec) -> FunctionSpec:
         name=msg.name, runtime=msg.runtime, handler=msg.handler, memory_mb=msg.memory_mb,
         timeout_seconds=msg.timeout_seconds, environment=dict(msg.environment),
         description=msg.description, ephemeral_storage_mb=msg.ephemeral_storage_mb,
-        reserved_concurrency=msg.reserved_concurrency)
+        reserved_concurrency=msg.reserved_concurrency, provisioned_concurrency=msg.provisioned_concurrency,
+        fresh_environment_per_call=msg.fresh_environment_per_call)
 
 
 def spec_to_pb(spec: FunctionSpec) -> function_pb2.FunctionSpec:
@@ -32,7 +33,8 @@ def spec_to_pb(spec: FunctionSpec) -> function_pb2.FunctionSpec:
         name=spec.name, runtime=spec.runtime, handler=spec.handler, memory_mb=spec.memory_mb,
         timeout_seconds=spec.timeout_seconds, environment=dict(spec.environment),
         description=spec.description, ephemeral_storage_mb=spec.ephemeral_storage_mb,
-        reserved_concurrency=spec.reserved_concurrency)
+        reserved_concurrency=spec.reserved_concurrency, provisioned_concurrency=spec.provisioned_concurrency,
+        fresh_environment_per_call=spec.fresh_environment_per_call)
 
 
 def config_to_pb(cfg: FunctionConfig) -> function_pb2.FunctionConfiguration:
@@ -47,7 +49,8 @@ def config_changes(msg) -> dict:
     """Fields present in an UpdateFunctionConfigurationRequest."""
     changes = {}
     for field in ("runtime", "handler", "memory_mb", "timeout_seconds", "description",
-                  "ephemeral_storage_mb", "reserved_concurrency"):
+                  "ephemeral_storage_mb", "reserved_concurrency", "provisioned_concurrency",
+                  "fresh_environment_per_call"):
         if msg.HasField(field):
             changes[field] = getattr(msg, field)
     if msg.HasField("environment"):

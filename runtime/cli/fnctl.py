@@ -152,6 +152,8 @@ def _config_dict(cfg) -> dict:
         "name": s.name, "runtime": s.runtime, "handler": s.handler,
         "memory_mb": s.memory_mb, "timeout_seconds": s.timeout_seconds,
         "ephemeral_storage_mb": s.ephemeral_storage_mb, "reserved_concurrency": s.reserved_concurrency,
+        "provisioned_concurrency": s.provisioned_concurrency,
+        "fresh_environment_per_call": s.fresh_environment_per_call,
         "environment": dict(sorted(s.environment.items())), "description": s.description,
         "code_sha256": cfg.code_sha256, "code_size": cfg.code_size,
         "code_unpacked_size": cfg.code_unpacked_size, "version": cfg.version,
@@ -167,6 +169,8 @@ def _config_text(c: dict) -> str:
         ("memory", f"{c['memory_mb']} MB"), ("timeout", f"{c['timeout_seconds']} s"),
         ("ephemeral storage", f"{c['ephemeral_storage_mb']} MB"),
         ("reserved concurrency", c["reserved_concurrency"] or "-"),
+        ("provisioned", c["provisioned_concurrency"] or "-"),
+        ("fresh per call", "yes" if c["fresh_environment_per_call"] else "no"),
         ("environment", env or "-"), ("description", c["description"] or "-"),
         ("code sha256", c["code_sha256"]),
         ("code size", f"{c['code_size']} bytes ({c['code_unpacked_size']} unpacked)"),
@@ -223,7 +227,9 @@ def cmd_deploy(args, client: _Client) -> int:
             memory_mb=args.memory or 0, timeout_seconds=args.function_timeout or 0,
             environment=env or {}, description=args.description or "",
             ephemeral_storage_mb=args.ephemeral_storage or 0,
-            reserved_concurrency=args.reserved_concurrency or 0)
+            reserved_concurrency=args.reserved_concurrency or 0,
+            provisioned_concurrency=args.provisioned_concurrency or 0,
+            fresh_environment_per_call=bool(args.fresh_per_call))
         stream = [pb.CreateFunctionRequest(spec=spec)]
         stream += (pb.CreateFunctionRequest(code=c) for c in chunks)
         cfg = client.functions.CreateFunction(iter(stream), **client.opts())
@@ -237,7 +243,9 @@ def cmd_deploy(args, client: _Client) -> int:
         for field, value in (("memory_mb", args.memory), ("timeout_seconds", args.function_timeout),
                              ("description", args.description),
                              ("ephemeral_storage_mb", args.ephemeral_storage),
-                             ("reserved_concurrency", args.reserved_concurrency)):
+                             ("reserved_concurrency", args.reserved_concurrency),
+                             ("provisioned_concurrency", args.provisioned_concurrency),
+                             ("fresh_environment_per_call", args.fresh_per_call)):
             if value is not None:
                 setattr(req, field, value)
         if env is not None:  # replaces all variables; a bare --env clears them
@@ -412,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ephemeral-storage", type=int, metavar="MB")
     p.add_argument("--reserved-concurrency", type=int, metavar="N",
                    help="most invocations at once (0: no per-function limit)")
+    p.add_argument("--provisioned-concurrency", type=int, metavar="N",
+                   help="environments kept initialised at all times")
+    p.add_argument("--fresh-per-call", type=lambda v: v.lower() in ("1", "true", "yes", "on"), metavar="BOOL",
+                   help="true: a new environment for every invocation (no state carried between calls)")
 
     p = command("invoke", cmd_invoke, "invoke a function and print its result")
     p.add_argument("--payload", default="{}", metavar="JSON|@FILE|-",

@@ -26,6 +26,7 @@ TMP_MIN_MB, TMP_MAX_MB, TMP_DEFAULT_MB = 512, 10240, 512
 ENV_MAX_BYTES = 4096
 DESCRIPTION_MAX = 256
 RESERVED_MAX = 10_000
+PROVISIONED_MAX = 1000
 LATEST = "$LATEST"
 ARN_PREFIX = "arn:runtime-agent:lambda:local:000000000000:function:"
 
@@ -43,6 +44,8 @@ class FunctionSpec:
     description: str = ""
     ephemeral_storage_mb: int = TMP_DEFAULT_MB
     reserved_concurrency: int = 0   # 0: no per-function limit
+    provisioned_concurrency: int = 0
+    fresh_environment_per_call: bool = False
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -137,6 +140,17 @@ def validate(spec: FunctionSpec, known_runtimes: Mapping[str, object]) -> Functi
         raise InvalidParameterValue(
             "reserved_concurrency", f"{spec.reserved_concurrency} is out of range: allowed 0-{RESERVED_MAX} "
             "(0 means no per-function limit)")
+    if not 0 <= spec.provisioned_concurrency <= PROVISIONED_MAX:
+        raise InvalidParameterValue(
+            "provisioned_concurrency", f"{spec.provisioned_concurrency} is out of range: allowed 0-{PROVISIONED_MAX}")
+    if spec.reserved_concurrency and spec.provisioned_concurrency > spec.reserved_concurrency:
+        raise InvalidParameterValue(
+            "provisioned_concurrency", f"{spec.provisioned_concurrency} exceeds reserved_concurrency "
+            f"{spec.reserved_concurrency}: provisioned environments must fit the function's own limit")
+    if spec.fresh_environment_per_call and spec.provisioned_concurrency:
+        raise InvalidParameterValue(
+            "provisioned_concurrency", "cannot be combined with fresh_environment_per_call: a fresh "
+            "environment is never kept")
     return dataclasses.replace(
         spec,
         memory_mb=_in_range("memory_mb", spec.memory_mb, MEMORY_MIN_MB, MEMORY_MAX_MB, MEMORY_DEFAULT_MB, "MB"),

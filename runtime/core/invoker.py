@@ -157,6 +157,7 @@ class Invoker:
         self._prewarms: dict[str, asyncio.TimerHandle] = {}
         self._stems: dict[str, list[Environment]] = {}
         self._replenishing: set[str] = set()
+        self._provisioning: set[str] = set()
         self._closing = False
         self._stem_target = settings.stem_cells if settings.stem_cells and stem_cells_supported(host) else 0
         registry.on_change.append(self._retire)
@@ -286,6 +287,8 @@ class Invoker:
 
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+        self.registry.on_change.append(lambda old: asyncio.get_running_loop().call_soon(self.provision))
+        self.provision()
         for runtime in self.runtimes:
             self._replenish_soon(runtime)
 
@@ -360,14 +363,18 @@ class Invoker:
                 return
             env.destroy("evicted for another environment")
 
-    def _new_environment(self, cfg: FunctionConfig, pool: _Pool) -> Environment:
+    def _new_environment(self, cfg: FunctionConfig, pool: _Pool, provisioned: bool = False) -> Environment:
         rt = self.runtimes[cfg.spec.runtime]
         env_id = f"{cfg.name}-{os.getpid()}-{next(self._seq)}"
         uid = self.host.allocate_uid()
-        spec = self.host.spec_for(env_id, uid, cfg, rt, self.code.path(cfg.code_sha256),
-                                  self._environ(cfg, rt, env_id), ())
-        return self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink, self._on_dead),
-                           pool, cfg.name, cfg.spec.memory_mb)
+        environ = self._environ(cfg, rt, env_id)
+        if provisioned:
+            environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = "provisioned-concurrency"
+        spec = self.host.spec_for(env_id, uid, cfg, rt, self.code.path(cfg.code_sha256), environ, ())
+        env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink, self._on_dead),
+                          pool, cfg.name, cfg.spec.memory_mb)
+        env.provisioned = provisioned
+        return env
 
     def _track(self, env: Environment, pool: _Pool | None, function: str, memory_mb: int) -> Environment:
         env.owner, env.function, env.memory_mb = pool, function, memory_mb
@@ -496,6 +503,12 @@ class Invoker:
         if pool is None or pool.revision != cfg.revision or env not in pool.all:
             env.destroy("function changed")
             return
+        if cfg.spec.fresh_environment_per_call:
+            env.destroy("fresh environment per call")
+            return
+        if env.provisioned:
+            pool.idle.append(env)  # never expires
+            return
         decision = self.policy.decide(cfg.name)
         now = time.monotonic()
         if decision.keep_loaded:
@@ -560,8 +573,53 @@ class Invoker:
         while True:
             await asyncio.sleep(max(0.05, min(1.0, self.settings.keep_alive_s / 4)))
             self.reap_idle()
+            self.provision()
             if self.usage is not None:
                 self.usage.flush()
+
+    def provision(self) -> None:
+        """Starts what provisioned concurrency asks for and is missing."""
+        if self._closing:
+            return
+        for name in self.registry.names():
+            cfg = self.registry.get(name)
+            want = cfg.spec.provisioned_concurrency
+            if not want or name in self._provisioning:
+                continue
+            pool = self._pools.get(name)
+            if pool is None or pool.revision != cfg.revision:
+                if pool is not None:
+                    self._retire(cfg)
+                pool = self._pools[name] = _Pool(cfg.revision)
+            missing = want - sum(1 for env in pool.all if env.provisioned)
+            if missing > 0:
+                self._provisioning.add(name)
+                asyncio.get_running_loop().create_task(self._provision_task(cfg, pool, missing))
+
+    async def _provision_task(self, cfg: FunctionConfig, pool: _Pool, missing: int) -> None:
+        try:
+            for _ in range(missing):
+                if self._closing or self._pools.get(cfg.name) is not pool:
+                    return
+                try:
+                    self._admit(cfg, pool)
+                except TooManyRequests as exc:
+                    event("provision_throttled", function=cfg.name, reason=exc.reason.split(":")[0])
+                    return
+                env = self._new_environment(cfg, pool, provisioned=True)
+                try:
+                    self.host.before_spawn()
+                    await env.start(min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds)))
+                except (InitFailed, SandboxError, OSError) as exc:
+                    event("provision_failed", function=cfg.name, error=str(exc).replace(" ", "_")[:200])
+                    env.destroy("provisioning failed")
+                    return
+                if self._pools.get(cfg.name) is pool and env.state is State.IDLE:
+                    pool.idle.append(env)
+                else:
+                    env.destroy("function changed")
+        finally:
+            self._provisioning.discard(cfg.name)
 
     def reap_idle(self) -> int:
         now = time.monotonic()

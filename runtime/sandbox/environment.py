@@ -170,6 +170,7 @@ class Environment:
         self.function = ""
         self.memory_mb = spec.memory_mb
         self.runtime_name = ""
+        self.provisioned = False  # kept initialised at all times, never reaped
 
     # -- start ---------------------------------------------------------------
     async def start(self, init_timeout: float) -> InitTimings:

@@ -174,3 +174,69 @@ def test_stem_cells_specialise_and_replenish(fresh_agent):
     assert c.invoke("big-tmp", {}).start_kind == invoker_pb2.COLD
     del _json
     c.close()
+
+
+def test_provisioned_environments_stay_and_are_replaced(fresh_agent):
+    import glob
+    import os
+    import signal
+
+    from runtime.v1 import functions_pb2, invoker_pb2
+    fresh_agent.extra_args = ("--keep-alive", "1")
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    c.create("provisioned", {"app.py": "import os\ndef handler(e, c):\n"
+                             "    return os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']\n"},
+             provisioned_concurrency=2)
+    pattern = "/sys/fs/cgroup/pids/runtime-agent/*/provisioned-*/NSJAIL.*/cgroup.procs"
+
+    def count():
+        return len(glob.glob(pattern))
+
+    deadline = time.monotonic() + 20
+    while count() < 2:
+        assert time.monotonic() < deadline, "provisioned environments did not start"
+        time.sleep(0.1)
+    resp, body = c.invoke_json("provisioned")
+    assert resp.start_kind == invoker_pb2.WARM and body == "provisioned-concurrency"
+    time.sleep(3)  # three keep-alive periods: on-demand environments would be gone
+    assert count() == 2
+    # one is killed from outside: it is replaced
+    victim = glob.glob(pattern)[0]
+    for pid in open(victim).read().split():
+        os.kill(int(pid), signal.SIGKILL)
+    time.sleep(0.3)
+    deadline = time.monotonic() + 20
+    while count() < 2:
+        assert time.monotonic() < deadline, "killed provisioned environment was not replaced"
+        time.sleep(0.1)
+    assert c.invoke_json("provisioned")[0].function_error == ""
+    # turning it off lets them go
+    c.functions.UpdateFunctionConfiguration(functions_pb2.UpdateFunctionConfigurationRequest(
+        name="provisioned", provisioned_concurrency=0))
+    deadline = time.monotonic() + 20
+    while count():
+        assert time.monotonic() < deadline, "environments stayed after provisioning was turned off"
+        time.sleep(0.2)
+    c.close()
+
+
+def test_fresh_environment_per_call(fresh_agent):
+    from runtime.v1 import invoker_pb2
+    fresh_agent.extra_args = ("--stem-cells", "2")
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    c.create("fresh", {"app.py": "import os\nCALLS = 0\ndef handler(e, c):\n    global CALLS\n    CALLS += 1\n"
+                       "    open('/tmp/mark', 'a').write('x')\n"
+                       "    return [CALLS, len(open('/tmp/mark').read())]\n"},
+             fresh_environment_per_call=True)
+    time.sleep(1)
+    kinds = []
+    for _ in range(4):
+        resp, body = c.invoke_json("fresh")
+        assert body == [1, 1], "no state, in memory or in /tmp, is carried between calls"
+        kinds.append(resp.start_kind)
+        time.sleep(0.3)  # let the stem cells be replaced
+    assert all(k in (invoker_pb2.PREWARMED, invoker_pb2.COLD) for k in kinds)
+    assert kinds.count(invoker_pb2.PREWARMED) >= 3, kinds
+    c.close()
