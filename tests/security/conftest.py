@@ -6,13 +6,12 @@ observable effect of the protection that stops it, and then calls
 ``assert_bystander_ok(client)`` (seclib.py): the innocent function deployed
 here once per session must still answer with its exact result.
 
-Importing seclib here, during collection, also puts the canary variable into
+Importing from seclib here, during collection, also puts the canary variable into
 the environment the session agent will inherit.
 """
 
 import pytest
 
-import seclib  # noqa: F401  (sets the canary before the agent starts)
 from seclib import BYSTANDER, BYSTANDER_CODE, PRELUDE, assert_bystander_ok, delete_function
 
 
