@@ -21,7 +21,9 @@ from runtime.jail.spec import SandboxSpec
 
 
 def build(spec: SandboxSpec) -> list[str]:
-    args = [str(spec.nsjail), "-Mo", "-Q", "--time_limit", "0"]
+    # -q: warnings and errors only; they land in the function's log (stderr),
+    # where a sandbox that failed to start says why.
+    args = [str(spec.nsjail), "-Mo", "-q", "--time_limit", "0"]
     args += users.build(spec)
     args += netns.build(spec)
     args += mounts.build(spec)

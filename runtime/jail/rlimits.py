@@ -19,7 +19,10 @@ def build(spec: SandboxSpec) -> list[str]:
         "--rlimit_cpu", "inf",
         "--rlimit_fsize", str(spec.tmp_mb),
         "--rlimit_nofile", str(spec.nofile_max),
-        "--rlimit_nproc", "inf" if spec.rootless else str(spec.pids_max),
+        # Rootless: every environment shares the agent's uid, whose process
+        # count RLIMIT_NPROC measures, and an unprivileged nsjail may not
+        # raise it: keep the host's hard limit.
+        "--rlimit_nproc", "max" if spec.rootless else str(spec.pids_max),
         "--rlimit_core", "0",
         "--rlimit_stack", "8",
     ]
