@@ -118,6 +118,10 @@ def _security_problem(args: argparse.Namespace) -> str | None:
     if bool(args.tls_cert) != bool(args.tls_key):
         given, missing = ("--tls-cert", "--tls-key PATH") if args.tls_cert else ("--tls-key", "--tls-cert PATH")
         return f"refusing to start: {given} needs {missing} as well"
+    if args.rootless and os.geteuid() == 0:
+        # As root a user namespace would map the sandbox to host root and could
+        # not enter the 0700 data dir: rootless means an unprivileged agent.
+        return "refusing to start: --rootless needs an unprivileged user; as root the agent isolates fully"
     if args.metrics_listen and not _is_local(args.metrics_listen) and not args.metrics_public:
         return (f"refusing to serve metrics on {args.metrics_listen}: the endpoint has no authentication; "
                 "use a loopback address, or pass --metrics-public to expose it deliberately")
@@ -220,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-environments", type=int, default=256,
                        help="environments allowed at once on this host (default 256)")
     serve.add_argument("--rootless", action="store_true",
-                       help="use user namespaces even as root (no cgroups, one uid)")
+                       help="insist on rootless mode (the default for a non-root agent): user "
+                            "namespaces, no cgroups, one uid")
     serve.add_argument("--log-level", default="INFO",
                        help="INFO logs every environment's lifecycle; DEBUG adds each warm reuse")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",

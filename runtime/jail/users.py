@@ -9,6 +9,8 @@ uids, so they map their own uid into a user namespace instead.
 
 from __future__ import annotations
 
+import os
+
 from runtime.jail.spec import SandboxSpec
 
 # Inside-namespace ids used in rootless mode; what the function sees.
@@ -17,6 +19,8 @@ ROOTLESS_INSIDE_ID = 1000
 
 def build(spec: SandboxSpec) -> list[str]:
     if spec.rootless:
+        if os.geteuid() == 0:
+            raise ValueError("rootless sandboxes need an unprivileged agent: as root they would map to host root")
         return ["-u", f"{ROOTLESS_INSIDE_ID}", "-g", f"{ROOTLESS_INSIDE_ID}"]
     if spec.uid == 0 or spec.gid == 0:
         raise ValueError("a sandbox never runs as host root (uid/gid 0)")
