@@ -22,6 +22,7 @@ from runtime.core.registry import FunctionRegistry
 from runtime.core.runtimes import Runtime, discover, prepare
 from runtime.core.store import Store
 from runtime.core.usage import UsageLedger
+from runtime.errors import SandboxError
 from runtime.sandbox.host import SandboxHost
 
 log = logging.getLogger("runtime.agent")
@@ -45,6 +46,9 @@ class AgentSettings:
     metrics_listen: str = ""
     # HOST:PORT of an OTLP/gRPC collector; empty: no tracing (the SDK is not loaded).
     otlp_endpoint: str = ""
+    # (interface, subnet, gateway) of the sandbox network for functions with
+    # outbound access; None: every environment is loopback-only.
+    outbound: tuple[str, str, str] | None = None
 
 
 class Agent:
@@ -57,6 +61,7 @@ class Agent:
         self.code = code
         self.logs = logs
         self.registry = FunctionRegistry(store, code, runtimes)
+        self.registry.outbound = host.outbound_available
         self.usage = UsageLedger(Path(settings.data_dir) / "registry.db", settings.billing_granularity_ms)
         self.metrics = None
         self.metrics_port = 0
@@ -83,6 +88,10 @@ class Agent:
         _raise_nofile()
         host = SandboxHost(data / "run", rootless=settings.rootless)
         swept = host.setup()
+        if settings.outbound is not None:
+            if host.rootless:
+                raise SandboxError("outbound network needs root (macvlan interfaces)")
+            host.configure_outbound(*settings.outbound)
         if swept:
             log.warning("killed %d environment(s) left by an earlier agent", swept)
         runtimes = prepare(discover(), data / "run")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from runtime.core.function import FunctionConfig, FunctionSpec
+from runtime.core.function import NETWORK_NONE, NETWORK_OUTBOUND, FunctionConfig, FunctionSpec
 from runtime.core.invoker import InvokeResult
 from runtime.core.logs import LogLine
 from runtime.v1 import function_pb2, invoker_pb2, logs_pb2
 
 START_KINDS = {"warm": invoker_pb2.WARM, "prewarmed": invoker_pb2.PREWARMED, "cold": invoker_pb2.COLD}
+NETWORKS_TO_PB = {NETWORK_NONE: function_pb2.NETWORK_NONE, NETWORK_OUTBOUND: function_pb2.NETWORK_OUTBOUND}
+NETWORKS_FROM_PB = {v: k for k, v in NETWORKS_TO_PB.items()}
 STREAMS = {"stdout": logs_pb2.STDOUT, "stderr": logs_pb2.STDERR, "platform": logs_pb2.PLATFORM}
 
 
@@ -25,7 +27,7 @@ def spec_from_pb(msg: function_pb2.FunctionSpec) -> FunctionSpec:
         timeout_seconds=msg.timeout_seconds, environment=dict(msg.environment),
         description=msg.description, ephemeral_storage_mb=msg.ephemeral_storage_mb,
         reserved_concurrency=msg.reserved_concurrency, provisioned_concurrency=msg.provisioned_concurrency,
-        fresh_environment_per_call=msg.fresh_environment_per_call)
+        fresh_environment_per_call=msg.fresh_environment_per_call, network=NETWORKS_FROM_PB[msg.network])
 
 
 def spec_to_pb(spec: FunctionSpec) -> function_pb2.FunctionSpec:
@@ -34,7 +36,7 @@ def spec_to_pb(spec: FunctionSpec) -> function_pb2.FunctionSpec:
         timeout_seconds=spec.timeout_seconds, environment=dict(spec.environment),
         description=spec.description, ephemeral_storage_mb=spec.ephemeral_storage_mb,
         reserved_concurrency=spec.reserved_concurrency, provisioned_concurrency=spec.provisioned_concurrency,
-        fresh_environment_per_call=spec.fresh_environment_per_call)
+        fresh_environment_per_call=spec.fresh_environment_per_call, network=NETWORKS_TO_PB[spec.network])
 
 
 def config_to_pb(cfg: FunctionConfig) -> function_pb2.FunctionConfiguration:
@@ -53,6 +55,8 @@ def config_changes(msg) -> dict:
                   "fresh_environment_per_call"):
         if msg.HasField(field):
             changes[field] = getattr(msg, field)
+    if msg.HasField("network"):
+        changes["network"] = NETWORKS_FROM_PB[msg.network]
     if msg.HasField("environment"):
         changes["environment"] = dict(msg.environment.variables)
     return changes

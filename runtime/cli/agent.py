@@ -66,8 +66,13 @@ async def _serve(args: argparse.Namespace) -> int:
                                 keep_alive_bin_s=args.keep_alive_bin, stem_cells=args.stem_cells),
         metrics_listen=args.metrics_listen, billing_granularity_ms=args.billing_granularity_ms,
         otlp_endpoint=args.otlp_endpoint,
+        outbound=(args.outbound_iface, args.outbound_subnet, args.outbound_gateway) if args.outbound_iface else None,
         rootless=True if args.rootless else None)
-    agent = Agent.open(settings)
+    try:
+        agent = Agent.open(settings)
+    except AgentError as exc:
+        log.error("refusing to start: %s", exc.message)
+        return 2
     missing = agent.host.missing_protections()
     for item in missing:
         log.warning("isolation reduced on this host: no %s", item)
@@ -118,6 +123,10 @@ def _security_problem(args: argparse.Namespace) -> str | None:
     if bool(args.tls_cert) != bool(args.tls_key):
         given, missing = ("--tls-cert", "--tls-key PATH") if args.tls_cert else ("--tls-key", "--tls-cert PATH")
         return f"refusing to start: {given} needs {missing} as well"
+    outbound = (args.outbound_iface, args.outbound_subnet, args.outbound_gateway)
+    if any(outbound) and not all(outbound):
+        return ("refusing to start: outbound network needs all of --outbound-iface, --outbound-subnet and "
+                "--outbound-gateway")
     if args.rootless and os.geteuid() == 0:
         # As root a user namespace would map the sandbox to host root and could
         # not enter the 0700 data dir: rootless means an unprivileged agent.
@@ -247,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="allow --metrics-listen on a non-loopback address (no authentication)")
     serve.add_argument("--billing-granularity-ms", type=int, default=1, choices=(1, 10, 100),
                        help="billed durations round up to this step (default 1 ms; 100 as in 2016)")
+    serve.add_argument("--outbound-iface", default="", metavar="IFACE",
+                       help="host interface for functions with network: outbound (each environment gets "
+                            "a macvlan on it); default: no outbound network for anyone")
+    serve.add_argument("--outbound-subnet", default="", metavar="CIDR",
+                       help="addresses handed to those environments, e.g. 10.213.0.0/24")
+    serve.add_argument("--outbound-gateway", default="", metavar="IP",
+                       help="their default gateway, inside --outbound-subnet")
     serve.add_argument("--otlp-endpoint", default="", metavar="HOST:PORT",
                        help="export a span per invocation, with per-phase children, to this OTLP/gRPC "
                             "collector (default: off)")

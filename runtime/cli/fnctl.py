@@ -147,6 +147,7 @@ def _iso(ts, timespec: str = "seconds") -> str:
 
 
 def _config_dict(cfg) -> dict:
+    from runtime.v1 import function_pb2
     s = cfg.spec
     return {
         "name": s.name, "runtime": s.runtime, "handler": s.handler,
@@ -154,6 +155,7 @@ def _config_dict(cfg) -> dict:
         "ephemeral_storage_mb": s.ephemeral_storage_mb, "reserved_concurrency": s.reserved_concurrency,
         "provisioned_concurrency": s.provisioned_concurrency,
         "fresh_environment_per_call": s.fresh_environment_per_call,
+        "network": function_pb2.NetworkAccess.Name(s.network)[len("NETWORK_"):].lower(),
         "environment": dict(sorted(s.environment.items())), "description": s.description,
         "code_sha256": cfg.code_sha256, "code_size": cfg.code_size,
         "code_unpacked_size": cfg.code_unpacked_size, "version": cfg.version,
@@ -171,6 +173,7 @@ def _config_text(c: dict) -> str:
         ("reserved concurrency", c["reserved_concurrency"] or "-"),
         ("provisioned", c["provisioned_concurrency"] or "-"),
         ("fresh per call", "yes" if c["fresh_environment_per_call"] else "no"),
+        ("network", c["network"]),
         ("environment", env or "-"), ("description", c["description"] or "-"),
         ("code sha256", c["code_sha256"]),
         ("code size", f"{c['code_size']} bytes ({c['code_unpacked_size']} unpacked)"),
@@ -229,7 +232,8 @@ def cmd_deploy(args, client: _Client) -> int:
             ephemeral_storage_mb=args.ephemeral_storage or 0,
             reserved_concurrency=args.reserved_concurrency or 0,
             provisioned_concurrency=args.provisioned_concurrency or 0,
-            fresh_environment_per_call=bool(args.fresh_per_call))
+            fresh_environment_per_call=bool(args.fresh_per_call),
+            network=function_pb2.NetworkAccess.Value(f"NETWORK_{(args.network or 'none').upper()}"))
         stream = [pb.CreateFunctionRequest(spec=spec)]
         stream += (pb.CreateFunctionRequest(code=c) for c in chunks)
         cfg = client.functions.CreateFunction(iter(stream), **client.opts())
@@ -245,7 +249,9 @@ def cmd_deploy(args, client: _Client) -> int:
                              ("ephemeral_storage_mb", args.ephemeral_storage),
                              ("reserved_concurrency", args.reserved_concurrency),
                              ("provisioned_concurrency", args.provisioned_concurrency),
-                             ("fresh_environment_per_call", args.fresh_per_call)):
+                             ("fresh_environment_per_call", args.fresh_per_call),
+                             ("network", function_pb2.NetworkAccess.Value(f"NETWORK_{args.network.upper()}")
+                              if args.network else None)):
             if value is not None:
                 setattr(req, field, value)
         if env is not None:  # replaces all variables; a bare --env clears them
@@ -420,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ephemeral-storage", type=int, metavar="MB")
     p.add_argument("--reserved-concurrency", type=int, metavar="N",
                    help="most invocations at once (0: no per-function limit)")
+    p.add_argument("--network", choices=("none", "outbound"),
+                   help="none: loopback only (default); outbound: an address on the agent's sandbox network")
     p.add_argument("--provisioned-concurrency", type=int, metavar="N",
                    help="environments kept initialised at all times")
     p.add_argument("--fresh-per-call", type=lambda v: v.lower() in ("1", "true", "yes", "on"), metavar="BOOL",

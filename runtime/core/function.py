@@ -16,6 +16,10 @@ from runtime.errors import InvalidParameterValue
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Python handler "module.function"; the module part may name a package path.
 PY_HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+# Node.js handler "path/to/file.export": /var/task/<file>.js, .mjs or .cjs
+# exports <export>; the file part may hold "/" and ".", never a ".." segment.
+NODE_HANDLER_RE = re.compile(r"^(?P<file>[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]*(?:/[A-Za-z0-9_.@+-]+)*)"
+                             r"\.(?P<export>[A-Za-z_$][A-Za-z0-9_$]*)$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]+$")
 RESERVED_ENV_PREFIXES = ("AWS_", "LAMBDA_", "_")
 RESERVED_ENV_KEYS = frozenset({"TZ", "PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "LANG", "HOME"})
@@ -28,6 +32,7 @@ DESCRIPTION_MAX = 256
 RESERVED_MAX = 10_000
 PROVISIONED_MAX = 1000
 LATEST = "$LATEST"
+NETWORK_NONE, NETWORK_OUTBOUND = "none", "outbound"
 ARN_PREFIX = "arn:runtime-agent:lambda:local:000000000000:function:"
 
 
@@ -46,6 +51,7 @@ class FunctionSpec:
     reserved_concurrency: int = 0   # 0: no per-function limit
     provisioned_concurrency: int = 0
     fresh_environment_per_call: bool = False
+    network: str = NETWORK_NONE           # NETWORK_NONE | NETWORK_OUTBOUND
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -119,14 +125,28 @@ def validate_handler(runtime: str, handler: str) -> str:
         if not PY_HANDLER_RE.match(handler or ""):
             raise InvalidParameterValue(
                 "handler", f"{handler!r} is not a Python handler: use 'module.function' (e.g. app.handler)")
+    elif runtime.startswith("nodejs"):
+        m = NODE_HANDLER_RE.match(handler or "")
+        if not m or len(handler) > 128 or any(p in (".", "..") for p in m["file"].split("/")):
+            raise InvalidParameterValue(
+                "handler", f"{handler!r} is not a Node.js handler: use 'file.export' (e.g. index.handler, "
+                "src/app.handler), at most 128 characters: <file> a relative path without '..' "
+                "to /var/task/<file>.js, .mjs or .cjs, <export> the name of an exported function")
     elif not handler or len(handler) > 128 or any(c.isspace() for c in handler):
         raise InvalidParameterValue("handler", f"{handler!r} is invalid: 1-128 characters, no spaces")
     return handler
 
 
-def validate(spec: FunctionSpec, known_runtimes: Mapping[str, object]) -> FunctionSpec:
-    """Checks every field and fills in defaults; raises InvalidParameterValue."""
+def validate(spec: FunctionSpec, known_runtimes: Mapping[str, object], outbound: bool = False) -> FunctionSpec:
+    """Checks every field and fills in defaults; raises InvalidParameterValue.
+    ``outbound``: whether this agent can give environments outbound network."""
     validate_name(spec.name)
+    if spec.network not in (NETWORK_NONE, NETWORK_OUTBOUND):
+        raise InvalidParameterValue("network", f"{spec.network!r} is not a network mode: allowed none, outbound")
+    if spec.network == NETWORK_OUTBOUND and not outbound:
+        raise InvalidParameterValue(
+            "network", "outbound network is not configured on this agent: its operator must start it with "
+                       "--outbound-iface, --outbound-subnet and --outbound-gateway")
     if spec.runtime not in known_runtimes:
         from runtime.errors import RuntimeNotAvailable
 

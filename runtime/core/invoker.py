@@ -23,7 +23,7 @@ from typing import Mapping
 
 from runtime.agentlog import event
 from runtime.core.codestore import CodeStore
-from runtime.core.function import FunctionConfig
+from runtime.core.function import NETWORK_NONE, NETWORK_OUTBOUND, FunctionConfig
 from runtime.core.keepalive import FixedKeepAlive, HybridHistogramKeepAlive
 from runtime.core.logs import LogStore
 from runtime.core.metrics import Metrics
@@ -289,8 +289,9 @@ class Invoker:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
         self.registry.on_change.append(lambda old: asyncio.get_running_loop().call_soon(self.provision))
         self.provision()
-        for runtime in self.runtimes:
-            self._replenish_soon(runtime)
+        for name, rt in self.runtimes.items():
+            if rt.family == "python":  # the only bootstrap that can take its code by fd
+                self._replenish_soon(name)
 
     async def close(self) -> None:
         self._closing = True
@@ -322,7 +323,9 @@ class Invoker:
                 event("reused", logging.DEBUG, env=env.id)
                 return env, "warm", None
         reserved = cfg.spec.reserved_concurrency
-        if self._stem_eligible(cfg) and not (reserved and len(pool.all) >= reserved):
+        # A stem cell's network is fixed when it starts: outbound functions start cold.
+        if (cfg.spec.network == NETWORK_NONE and self._stem_eligible(cfg)
+                and not (reserved and len(pool.all) >= reserved)):
             taken = await self._specialise(cfg, pool)
             if taken is not None:
                 return taken
@@ -370,7 +373,14 @@ class Invoker:
         environ = self._environ(cfg, rt, env_id)
         if provisioned:
             environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = "provisioned-concurrency"
-        spec = self.host.spec_for(env_id, uid, cfg, rt, self.code.path(cfg.code_sha256), environ, ())
+        outbound = None
+        if cfg.spec.network == NETWORK_OUTBOUND:
+            try:
+                outbound = self.host.allocate_outbound()
+            except SandboxError:
+                self.host.release_uid(uid)
+                raise
+        spec = self.host.spec_for(env_id, uid, cfg, rt, self.code.path(cfg.code_sha256), environ, (), outbound)
         env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink, self._on_dead),
                           pool, cfg.name, cfg.spec.memory_mb)
         env.provisioned = provisioned
@@ -394,6 +404,7 @@ class Invoker:
         self._count -= 1
         self._memory_mb -= env.memory_mb
         self.host.release_uid(env.spec.uid)
+        self.host.release_outbound(env.spec.outbound)
         pool = env.owner
         if pool is not None:
             pool.all.discard(env)
@@ -406,7 +417,9 @@ class Invoker:
 
     # -- stem cells --------------------------------------------------------------
     def _stem_eligible(self, cfg: FunctionConfig) -> bool:
+        # Python only: a stem cell receives its code as an fd by SCM_RIGHTS, which Node cannot without native code.
         return (self._stem_target > 0 and cfg.spec.ephemeral_storage_mb == STEM_TMP_MB
+                and self.runtimes[cfg.spec.runtime].family == "python"
                 and bool(self._stems.get(cfg.spec.runtime)))
 
     async def _specialise(self, cfg: FunctionConfig, pool: _Pool):

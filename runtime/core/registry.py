@@ -31,6 +31,7 @@ class FunctionRegistry:
         self.store = store
         self.code = code
         self.runtimes = runtimes
+        self.outbound = False  # set by the agent when --outbound-iface is configured
         self._functions: dict[str, FunctionConfig] = {cfg.name: cfg for cfg in store.load_all()}
         # Called with the old config whenever a function changes or goes away,
         # so the invoker can retire environments of the old revision.
@@ -57,7 +58,7 @@ class FunctionRegistry:
         return [self._functions[n] for n in page], next_marker
 
     async def create(self, spec: FunctionSpec, zip_data: bytes) -> FunctionConfig:
-        spec = fnmod.validate(spec, self.runtimes)
+        spec = fnmod.validate(spec, self.runtimes, self.outbound)
         if spec.name in self._functions:
             raise ResourceConflict(f"Function already exist: {spec.name}")
         ref = await asyncio.to_thread(self.code.put, zip_data)
@@ -85,7 +86,7 @@ class FunctionRegistry:
         unknown = set(changes) - allowed
         if unknown:
             raise InvalidParameterValue(", ".join(sorted(unknown)), "not a configuration field")
-        spec = fnmod.validate(dataclasses.replace(old.spec, **changes), self.runtimes)
+        spec = fnmod.validate(dataclasses.replace(old.spec, **changes), self.runtimes, self.outbound)
         return self._commit(old, dataclasses.replace(old, spec=spec))
 
     def _commit(self, old: FunctionConfig, new: FunctionConfig) -> FunctionConfig:

@@ -22,6 +22,16 @@ class Mount:
 
 
 @dataclasses.dataclass(frozen=True)
+class Outbound:
+    """One environment's address on the sandbox network."""
+
+    iface: str      # host interface the macvlan hangs off
+    address: str    # this environment's IPv4 address
+    netmask: str
+    gateway: str
+
+
+@dataclasses.dataclass(frozen=True)
 class CgroupPlan:
     """Where this environment's cgroups live.
 
@@ -65,8 +75,9 @@ class SandboxSpec:
     cpu_ms_per_sec: int = 0
     init_cpu_ms_per_sec: int = 0
     cgroups: CgroupPlan = CgroupPlan(version=0)
-    # Loopback only when False; the host's network when True.
-    network: bool = False
+    # Loopback only when None; otherwise a macvlan on the operator's sandbox
+    # network with this address (see netns.py).
+    outbound: "Outbound | None" = None
     hostname: str = "sandbox"
     # File descriptors of the agent that the sandbox keeps (same numbers).
     pass_fds: Sequence[int] = ()

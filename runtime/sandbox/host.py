@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import hashlib
 import importlib.util
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from runtime.core.function import FunctionConfig
 from runtime.core.runtimes import Runtime
 from runtime.errors import SandboxError, os_error
 from runtime.jail import cgroups
-from runtime.jail.spec import Mount, SandboxSpec
+from runtime.jail.spec import Mount, Outbound, SandboxSpec
 from runtime.sandbox.warmer import MigrationWarmer
 
 # Host uids/gids handed to environments in root mode, one per live
@@ -94,6 +95,8 @@ class SandboxHost:
         self._free_uids: list[int] = []
         self._block_lock = -1
         self.warmer: MigrationWarmer | None = None
+        self._outbound: tuple[str, str, str] | None = None
+        self._free_addresses: list[str] = []
 
     @property
     def cgroup_version(self) -> int:
@@ -136,6 +139,50 @@ class SandboxHost:
             return swept
         return 0
 
+    def configure_outbound(self, iface: str, subnet: str, gateway: str) -> None:
+        """Lets functions opt in to outbound network: each such environment
+        gets one address of ``subnet`` on a macvlan of ``iface``."""
+        try:
+            net = ipaddress.IPv4Network(subnet, strict=True)
+            gw = ipaddress.IPv4Address(gateway)
+        except ValueError as exc:
+            raise SandboxError(f"--outbound-subnet/--outbound-gateway: {exc}") from exc
+        if gw not in net:
+            raise SandboxError(f"--outbound-gateway {gw} is not in --outbound-subnet {net}")
+        if not Path(f"/sys/class/net/{iface}").exists():
+            raise SandboxError(f"--outbound-iface {iface}: no such network interface on this host")
+        self._outbound = (iface, str(net.netmask), str(gw))
+        self._free_addresses = [str(a) for a in reversed(list(net.hosts())) if a != gw]
+        etc = self.run_dir / "etc-net"
+        etc.mkdir(parents=True, exist_ok=True)
+        for name, text in _ETC_FILES.items():
+            (etc / name).write_text(text)
+        try:  # outbound functions resolve names like the host does
+            (etc / "resolv.conf").write_text(
+                "".join(l for l in Path("/etc/resolv.conf").read_text().splitlines(True)
+                        if l.startswith(("nameserver", "search", "options"))))
+        except OSError:
+            pass
+        for f in etc.iterdir():
+            os.chmod(f, 0o444)
+        os.chmod(etc, 0o555)
+
+    @property
+    def outbound_available(self) -> bool:
+        return self._outbound is not None
+
+    def allocate_outbound(self) -> Outbound:
+        if self._outbound is None:
+            raise SandboxError("outbound network is not configured on this agent")
+        if not self._free_addresses:
+            raise SandboxError("every address of --outbound-subnet is in use")
+        iface, netmask, gateway = self._outbound
+        return Outbound(iface, self._free_addresses.pop(), netmask, gateway)
+
+    def release_outbound(self, out: Outbound | None) -> None:
+        if out is not None:
+            self._free_addresses.append(out.address)
+
     def before_spawn(self) -> None:
         """Called just before an nsjail starts (see runtime.sandbox.warmer)."""
         if self.warmer is not None:
@@ -173,9 +220,14 @@ class SandboxHost:
                               UID_COUNT - len(self._free_uids))
 
     def spec_for(self, env_id: str, uid: int, fn: FunctionConfig, rt: Runtime, code_dir: Path,
-                 environ: dict[str, str], pass_fds: tuple[int, ...]) -> SandboxSpec:
-        return self._spec(env_id, uid, rt, fn.spec.memory_mb, fn.spec.ephemeral_storage_mb, environ,
+                 environ: dict[str, str], pass_fds: tuple[int, ...], outbound: Outbound | None = None
+                 ) -> SandboxSpec:
+        spec = self._spec(env_id, uid, rt, fn.spec.memory_mb, fn.spec.ephemeral_storage_mb, environ,
                           code_dir, pass_fds)
+        if outbound is None:
+            return spec
+        mounts = tuple(Mount(self.run_dir / "etc-net", "/etc") if m.dst == "/etc" else m for m in spec.mounts)
+        return dataclasses.replace(spec, outbound=outbound, mounts=mounts)
 
     def stem_spec(self, env_id: str, uid: int, rt: Runtime, memory_mb: int, tmp_mb: int,
                   environ: dict[str, str]) -> SandboxSpec:

@@ -150,13 +150,16 @@ def test_usage_ledger_adds_up_exactly(fresh_agent):
     c.invoke("idle-one", {})
     c.invoke("billed", {"sleep": 0.15})  # the cold start bills its init too, so measure it apart
     first = _usage(c, "billed")
-    for _ in range(5):
-        c.invoke("billed", {"sleep": 0.15})  # 150-199 ms: billed 200 ms each at 100 ms granularity
+    ids = [c.invoke("billed", {"sleep": 0.15}).request_id for _ in range(5)]
     time.sleep(1.5)  # idle time must not count
     after = _usage(c, "billed")
+    # Each REPORT line says what that call was billed: 150 ms of sleep plus
+    # overhead, rounded up to the 100 ms granularity.
+    billed = [int(_reports(c, "billed", rid)[1][0]["b"]) for rid in ids]
+    assert all(b % 100 == 0 and b >= 200 for b in billed), billed
     assert after["requests"] - first["requests"] == 5
-    assert after["billed_ms"] - first["billed_ms"] == 5 * 200
-    assert after["gb_seconds"] - first["gb_seconds"] == pytest.approx(5 * 0.2 * 256 / 1024)
+    assert after["billed_ms"] - first["billed_ms"] == sum(billed)
+    assert after["gb_seconds"] - first["gb_seconds"] == pytest.approx(sum(billed) / 1000 * 256 / 1024)
     assert after["cpu_seconds"] >= first["cpu_seconds"]
     idle = _usage(c, "idle-one")
     assert idle["requests"] == 1
