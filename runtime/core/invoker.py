@@ -205,7 +205,7 @@ class Invoker:
         platform = self.settings.platform_logs
         name = cfg.name
         if platform:
-            self.logs.append(name, request_id, "platform", b"START RequestId: %s Version: %s" % (
+            self.logs.begin(name, request_id, b"START RequestId: %s Version: %s" % (
                 request_id.encode(), cfg.version.encode()))
         cpu0 = env.cpu_usage_ns() if init is None else 0
         try:
@@ -217,6 +217,9 @@ class Invoker:
                 outcome = await env.invoke(request_id, payload, cfg.spec.timeout_seconds, cfg.arn,
                                            client_context)
                 outcome_payload, error_type, handler_ns = outcome.payload, outcome.error_type, outcome.handler_ns
+        except BaseException:
+            self.logs.discard(request_id)
+            raise
         finally:
             if env is not None:
                 self._release(cfg, env)
@@ -238,14 +241,13 @@ class Invoker:
             if self.usage is not None else 0
         if platform:
             peak_mb = env.peak_memory_bytes() // (1024 * 1024)
-            self.logs.append(name, request_id, "platform", b"END RequestId: " + request_id.encode())
             report = "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t" \
                      "Max Memory Used: %d MB" % (request_id, duration_ns / 1e6, billed, cfg.spec.memory_mb, peak_mb)
             if init_us:
                 report += "\tInit Duration: %.2f ms" % (init_us / 1000)
             if error_type:
                 report += "\tStatus: error\tError Type: " + error_type
-            self.logs.append(name, request_id, "platform", report.encode())
+            self.logs.finish(name, request_id, [b"END RequestId: " + request_id.encode(), report.encode()])
         if self.metrics is not None:
             self.metrics.observe(name, kind, timings.total_us / 1e6, {
                 "queue": queue_us / 1e6, "sandbox": sandbox_us / 1e6, "code_load": code_us / 1e6,

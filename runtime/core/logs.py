@@ -61,6 +61,7 @@ class LogStore:
         self._open: dict[str, _FunctionLog] = {}
         self._followers: dict[str, set[asyncio.Queue]] = {}
         self._captures: dict[str, list[str]] = {}
+        self._pending_start: dict[str, tuple[str, bytes, float]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
 
     def _log(self, function: str) -> _FunctionLog:
@@ -69,27 +70,61 @@ class LogStore:
             log = self._open[function] = _FunctionLog(self.root / f"{function}.log", self.cap)
         return log
 
-    def append(self, function: str, request_id: str, stream: str, raw: bytes) -> None:
-        """Records one line (without its newline); long lines are split."""
-        text = raw.decode("utf-8", "replace")
+    # -- platform lines (START/END/REPORT) ---------------------------------------
+    def begin(self, function: str, request_id: str, start_line: bytes) -> None:
+        """Notes an invocation's START line. It is written just before the
+        invocation's first line of output, or with its END and REPORT: one
+        write instead of three for the many functions that print nothing."""
+        self._pending_start[request_id] = (function, start_line, time.time())
+
+    def finish(self, function: str, request_id: str, lines: list[bytes]) -> None:
+        pending = self._pending_start.pop(request_id, None)
         now = time.time()
-        log = self._open.get(function) or self._log(function)
-        for start in range(0, max(len(text), 1), MAX_LINE):
-            part = text[start:start + MAX_LINE]
-            # The record by hand: this runs three times per invocation (START,
-            # END, REPORT), and json.dumps of a dict costs several times more.
-            # The request id is a UUID and the stream a fixed word: no escaping.
-            log.write(b'{"t": %r, "r": "%s", "s": "%s", "m": %s}\n' % (
-                now, request_id.encode(), stream.encode(), _escape(part).encode()))
-            capture = self._captures.get(request_id) if request_id else None
-            if capture is not None:
-                capture.append(part)
-            followers = self._followers.get(function)
-            if followers:
+        parts = ([pending[1].decode()] if pending else []) + [line.decode() for line in lines]
+        records = [self._record(pending[2], request_id, "platform", parts[0])] if pending else []
+        records += [self._record(now, request_id, "platform", part) for part in parts[len(records):]]
+        (self._open.get(function) or self._log(function)).write(b"".join(records))
+        self._after_write(function, request_id, "platform", parts, now)
+
+    def discard(self, request_id: str) -> None:
+        """Forgets a START that will never be finished (the call failed in the agent)."""
+        self._pending_start.pop(request_id, None)
+
+    @staticmethod
+    def _record(t: float, request_id: str, stream: str, text: str) -> bytes:
+        # By hand: this runs on every invocation, and json.dumps of a dict
+        # costs several times more. A request id is a UUID and a stream a
+        # fixed word: neither needs escaping.
+        return b'{"t": %r, "r": "%s", "s": "%s", "m": %s}\n' % (
+            t, request_id.encode(), stream.encode(), _escape(text).encode())
+
+    def _after_write(self, function: str, request_id: str, stream: str, parts: list[str], now: float) -> None:
+        capture = self._captures.get(request_id) if request_id else None
+        if capture is not None:
+            capture.extend(parts)
+        followers = self._followers.get(function)
+        if followers:
+            for part in parts:
                 line = LogLine(now, request_id, stream, part)
                 for q in list(followers):
                     if q.qsize() < FOLLOW_QUEUE:
                         q.put_nowait(line)
+        self._schedule_flush()
+
+    def append(self, function: str, request_id: str, stream: str, raw: bytes) -> None:
+        """Records one line (without its newline); long lines are split."""
+        if request_id in self._pending_start:
+            _fn, start_line, t = self._pending_start.pop(request_id)
+            self._log(function).write(self._record(t, request_id, "platform", start_line.decode()))
+            self._after_write(function, request_id, "platform", [start_line.decode()], t)
+        text = raw.decode("utf-8", "replace")
+        now = time.time()
+        log = self._open.get(function) or self._log(function)
+        parts = [text[i:i + MAX_LINE] for i in range(0, max(len(text), 1), MAX_LINE)]
+        log.write(b"".join(self._record(now, request_id, stream, part) for part in parts))
+        self._after_write(function, request_id, stream, parts, now)
+
+    def _schedule_flush(self) -> None:
         if self._flush_handle is None:
             try:
                 loop = asyncio.get_running_loop()
