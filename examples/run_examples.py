@@ -49,7 +49,8 @@ def main() -> int:
     parser.add_argument("--listen", default="127.0.0.1:50051")
     args = parser.parse_args()
     agent = subprocess.Popen([str(BIN / "runtime-agent"), "serve", "--listen", args.listen,
-                              "--data-dir", args.data_dir], stdout=subprocess.PIPE, text=True)
+                              "--data-dir", args.data_dir, "--log-level", "WARNING"],
+                             stdout=subprocess.PIPE, text=True)
     failures = 0
     try:
         event = wait_serving(agent)
