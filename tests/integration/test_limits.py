@@ -18,6 +18,7 @@ def handler(event, context):
     if what == "limits":
         st = os.statvfs("/tmp")
         return {"tmp_bytes": st.f_blocks * st.f_frsize,
+                "remaining_ms": context.get_remaining_time_in_millis(),
                 "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0],
                 "memory_env": os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]}
@@ -64,6 +65,7 @@ def test_limits_in_cgroup_files_and_inside(client):
     assert inside["nofile"] == 1024
     assert inside["nproc"] == 1024
     assert inside["memory_env"] == "512"
+    assert 9000 < inside["remaining_ms"] <= 10000, "the deadline handed in is the configured 10 s timeout"
     cg = _cgroup("limits-probe")
     assert cg["memory"] == 512 * 1024 * 1024
     assert cg["pids"] == 1024
