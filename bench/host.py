@@ -28,6 +28,13 @@ def _git(*args: str) -> str:
         return ""
 
 
+def progress(msg: str) -> None:
+    """One line of progress on stderr, time-stamped (every section uses it)."""
+    import sys
+
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -149,8 +156,38 @@ class CpuMeter:
         return max(0.0, (d_busy - (own - self._own)) / max(1, d_total))
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of a live process, in ns (schedstat: exact, unlike ticks)."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except OSError:
+        pass
+    return total
+
+
 def host_busy(seconds: float = 1.0) -> float:
     """Fraction of the host's CPUs used by others over ``seconds``, now."""
     meter = CpuMeter()
     time.sleep(seconds)
     return meter.others()
+
+
+def wait_for_idle(limit_s: float, busy: float = 0.25, quiet_samples: int = 3, sample_s: float = 2.0) -> float:
+    """Returns when others have used at most ``busy`` of the host for
+    ``quiet_samples`` samples of ``sample_s`` in a row, or after ``limit_s``
+    anyway; returns the seconds waited. On a shared machine a neighbour's test
+    run can double every figure, and a single quiet second is often a lull.
+    Also lets the kernel finish tearing down a benchmark's own sandboxes
+    (network namespaces, cgroups: kernel threads, counted as others)."""
+    t0 = time.monotonic()
+    deadline = t0 + limit_s
+    quiet = 0
+    while quiet < quiet_samples and time.monotonic() < deadline:
+        used = host_busy(sample_s)
+        quiet = quiet + 1 if used <= busy else 0
+        if quiet == 0:
+            progress(f"others use {used:.0%} of the host; waiting up to {deadline - time.monotonic():.0f} s more")
+    return time.monotonic() - t0

@@ -25,7 +25,10 @@ def write_plots(results: dict[str, dict], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, fn in (("latency_cdf", _latency_cdf), ("throughput", _throughput),
-                     ("cold_breakdown", _cold_breakdown), ("per_request_cost", _per_request_cost)):
+                     ("cold_breakdown", _cold_breakdown), ("per_request_cost", _per_request_cost),
+                     ("prewarmed_cdf", _prewarmed_cdf), ("creation_rate", _creation_rate),
+                     ("idle_memory", _idle_memory), ("burst", _burst), ("observability", _observability),
+                     ("keepalive", _keepalive)):
         fig = fn(plt, results)
         path = out_dir / f"{name}.png"
         if fig is None:
@@ -140,4 +143,118 @@ def _per_request_cost(plt, results):
     ax.set_title("Cost of one request: the agent vs a process per request")
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def _prewarmed_cdf(plt, results):
+    pre = results.get("prewarmed", {})
+    if "_client_ns" not in pre:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    cold = results.get("cold", {})
+    if "_client_ns" in cold:
+        _cdf(ax, cold["_client_ns"], f"cold, no stem cells, p50 {cold['client']['p50_us'] / 1e3:.1f} ms")
+    for name, ns in pre["_client_ns"].items():
+        _cdf(ax, ns, f"{pre['labels'][name]}, p50 {pre['client'][name]['p50_us'] / 1e3:.2f} ms")
+    ax.axvline(5, color="red", linestyle="--", linewidth=0.8, label="target 5 ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("first Invoke of a function, client-observed, ms (log scale)")
+    ax.set_ylabel("fraction of calls")
+    ax.set_title("First Invoke: cold vs prewarmed (stem cell)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def _creation_rate(plt, results):
+    runs = results.get("creation", {}).get("runs")
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run in runs:
+        xs = [i + 0.5 for i in range(len(run["per_second"]))]
+        ax.plot(xs, run["per_second"], marker="o", label=f"{run['concurrency']} in flight: {run['rate']:.0f}/s")
+    ax.axhline(100, color="red", linestyle="--", linewidth=0.8, label="target 100/s")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("second of the window")
+    ax.set_ylabel("environments ready (COLD responses) per second")
+    ax.set_title("Environment creation rate, Python no-op")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def _idle_memory(plt, results):
+    mem = results.get("memory", {})
+    if "bootstrap" not in mem:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    parts = [("runtime: bootstrap PSS", mem["bootstrap"]["Pss"] / 1024),
+             ("nsjail supervisor PSS", mem["nsjail"]["Pss"] / 1024),
+             ("agent RSS growth", max(0.0, mem["agent_growth_kib"]["Rss"]) / 1024)]
+    left = 0.0
+    for label, value in parts:
+        ax.barh(["per idle environment"], [value], left=[left], label=f"{label} {value:.2f} MiB")
+        left += value
+    ax.axvline(mem["runtime_pss_mib"] + 5, color="red", linestyle="--", linewidth=0.8,
+               label="runtime + 5 MiB overhead target")
+    ax.set_xlabel("MiB")
+    ax.set_title(f"Memory per idle warm environment ({mem['environments']} environments)")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def _burst(plt, results):
+    burst = results.get("burst", {})
+    if "_latency_ns" not in burst:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (b, lat) in enumerate(zip(burst["bursts"], burst["_latency_ns"])):
+        ax.plot(range(1, len(lat) + 1), [x / 1e6 for x in lat],
+                label=f"burst {i + 1}: {b['function']}, all answered in {b['all_answered_ms']:.0f} ms")
+    ax.set_xlabel("call (sorted by latency)")
+    ax.set_ylabel("ms from send to answer")
+    ax.set_title("Burst of concurrent first Invokes")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def _observability(plt, results):
+    obs = results.get("observability", {})
+    if "p50_us" not in obs:
+        return None
+    keys = list(obs["p50_us"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    import statistics
+
+    p50 = [statistics.median(obs["p50_us"][k]) / 1e3 for k in keys]
+    rps = [statistics.median(obs["rps"][k]) for k in keys]
+    left.bar_label(left.bar(keys, p50), fmt="%.3f", fontsize=8)
+    left.set_ylabel("warm Invoke p50, ms (median of rounds)")
+    left.set_title("Concurrency 1")
+    right.bar_label(right.bar(keys, rps), fmt="%.0f", fontsize=8)
+    right.set_ylabel("calls/s (median of rounds)")
+    right.set_title("8 in flight")
+    for ax in (left, right):
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("Platform logs + metrics: on, off, each alone")
+    return fig
+
+
+def _keepalive(plt, results):
+    policies = results.get("keepalive", {}).get("policies")
+    if not policies:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, tally in policies.items():
+        a = tally["all"]
+        ax.scatter(a["idle_gb_s"] / 1e3, a["cold_pct"], s=30)
+        ax.annotate(label, (a["idle_gb_s"] / 1e3, a["cold_pct"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    ax.set_yscale("log")
+    ax.set_xlabel("idle memory, thousands of GB-s")
+    ax.set_ylabel("cold starts, % of calls (log scale)")
+    ax.set_title("Keep-alive policies on a simulated 24 h trace")
+    ax.grid(True, which="both", alpha=0.3)
     return fig

@@ -2,21 +2,29 @@
 
 Measures, in one run on one machine so that ratios hold on a noisy host:
 
-  warm   the floor (a grpc.aio echo server, bench/echo_server.py) and a warm
-         Invoke of a no-op function, interleaved round by round
-  cold   Invoke in a new environment each time, with the agent's breakdown,
-         interleaved with the peers: what users would script instead (a
-         fresh nsjail + python3 per request, and a bare python3 subprocess)
+  warm           the floor (a grpc.aio echo server, bench/echo_server.py) and a
+                 warm Invoke of a no-op function, interleaved round by round
+  cold           Invoke in a new environment each time, with the agent's
+                 breakdown, interleaved with the peers: what users would script
+                 instead (a fresh nsjail + python3 per request, a bare python3)
+  prewarmed      a first Invoke that finds a stem cell (bench/stemcells.py)
+  creation       environments started and ready per second (bench/churn.py)
+  memory         memory per idle warm environment (bench/memory.py)
+  burst          100 concurrent first Invokes of a cold function (bench/churn.py)
+  observability  platform logs + metrics on vs off, warm path (bench/observability.py)
+  keepalive      keep-alive policies on a simulated trace (bench/keepalive_sim.py)
 
 and writes bench/RESULTS.md (machine, commit, every figure with p50/p99,
 which targets are met), bench/out/results.json (the same figures as data)
 and, when matplotlib is installed, PNG plots in bench/plots/.
 
-Adding a benchmark (prewarmed invoke, environment creation rate, idle memory
-per environment, a burst of cold invokes, other languages): write a function
+Adding a benchmark (other languages, say): write a function
 ``section_x(ctx) -> Section`` in a module of its own, and append it to
 SECTIONS below. Sections share the agent and echo server through ``ctx`` and
-may read earlier sections' data from ``ctx.results``.
+may read earlier sections' data from ``ctx.results``; a section that needs
+agent flags of its own starts its own ``workloads.AgentUnderTest`` and ends
+it with ``stop_checked()``, which also checks that no sandbox process or
+cgroup of it is left.
 """
 
 from __future__ import annotations
@@ -41,6 +49,12 @@ import host  # noqa: E402
 import loadgen  # noqa: E402
 import report  # noqa: E402
 import workloads  # noqa: E402
+# After workloads: these import the installed runtime package through it.
+import churn  # noqa: E402
+import memory  # noqa: E402
+import observability  # noqa: E402
+import stemcells  # noqa: E402
+from host import progress  # noqa: E402
 from report import Section  # noqa: E402
 
 
@@ -56,9 +70,19 @@ class Config:
     client: str = "aio"           # throughput client of record; "threads" is measured too at max concurrency
     cold_samples: int = 120
     cold_settle_s: float = 0.05
+    prewarm_samples: int = 110    # per function: prewarmed 1769 MB, prewarmed 128 MB, cold with stem cells on
+    creation_seconds: float = 10.0
+    creation_concurrency: tuple[int, ...] = (4, 16)
+    burst_size: int = 100
+    bursts: int = 3               # of the no-op burst; one fewer of the sleeping one
+    idle_envs: int = 20
+    obs_rounds: int = 5           # observability: a few % between agents needs more rounds than warm
+    settle_s: float = 20.0        # before a section that needs a quiet host, wait up to this long
 
 
-QUICK = Config(rounds=1, calls=300, block=100, warmup_calls=50, seconds=1.0, warmup_s=0.5, cold_samples=20)
+QUICK = Config(rounds=1, calls=300, block=100, warmup_calls=50, seconds=1.0, warmup_s=0.5, cold_samples=20,
+               prewarm_samples=15, creation_seconds=3.0, creation_concurrency=(8,), bursts=1, idle_envs=8,
+               obs_rounds=1, settle_s=2.0)
 
 
 class Context:
@@ -102,10 +126,6 @@ class Context:
             self._echo.stop()
         if self._agent is not None:
             self._agent.stop()
-
-
-def progress(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # -- 1 + 2: the floor and warm Invoke, interleaved ------------------------------
@@ -194,24 +214,17 @@ def section_cold(ctx: Context) -> list[Section]:
 SECTIONS = [
     ("warm", section_warm),
     ("cold", section_cold),
+    ("prewarmed", stemcells.section_prewarmed),        # reads the cold section's figure
+    ("creation", churn.section_creation),
+    ("memory", memory.section_memory),
+    ("burst", churn.section_burst),
+    ("observability", observability.section_observability),
+    ("keepalive", memory.section_keepalive),
 ]
 
 
 # Above this fraction of CPU used by others, RESULTS.md carries a warning.
 BUSY = 0.25
-
-
-def wait_for_idle(limit_s: float, quiet_samples: int = 3) -> None:
-    """Starts when the host has been quiet for a few seconds in a row, or
-    after ``limit_s`` anyway: on a shared machine a neighbour's test run can
-    double every figure, and a single quiet second is often just a lull."""
-    deadline = time.monotonic() + limit_s
-    quiet = 0
-    while quiet < quiet_samples and time.monotonic() < deadline:
-        busy = host.host_busy(2.0)
-        quiet = quiet + 1 if busy <= BUSY else 0
-        if quiet == 0:
-            progress(f"others use {busy:.0%} of the host; waiting up to {deadline - time.monotonic():.0f} s more")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
 
     if args.wait_idle > 0:
-        wait_for_idle(args.wait_idle)
+        host.wait_for_idle(args.wait_idle, BUSY)
     machine = host.machine_info()
     ctx = Context(cfg)
     busiest = 0.0

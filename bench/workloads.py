@@ -75,11 +75,14 @@ class AgentUnderTest:
         self.client: Client | None = None
         self.invoke_raw = None
         self.mode = "not started"
+        self.metrics_port = 0
 
     def start(self) -> "AgentUnderTest":
         self.proc.start()
         # Read now: the log only keeps its tail, and every environment adds lines.
         self.mode = _describe_mode(self.proc.log())
+        # Port of the Prometheus endpoint (--metrics-listen HOST:0), 0 if none.
+        self.metrics_port = int(self.proc.serving_info().get("metrics_port") or 0)
         self.client = Client(self.proc.target)
         # Same channel as the setup client: one HTTP/2 connection, as a real
         # caller would hold. Identity serialisers keep protobuf out of the timing.
@@ -110,6 +113,51 @@ class AgentUnderTest:
                 if stat is not None:
                     out[stat[0]] = stat[1:]
         return out
+
+    def sandboxes(self) -> list[tuple[int, list[int]]]:
+        """(nsjail pid, [its children: the bootstrap, pid 1 of the sandbox]) of each live environment."""
+        out = []
+        for nsjail_pid in _children(self.proc.proc.pid, "nsjail"):
+            try:
+                kids = Path(f"/proc/{nsjail_pid}/task/{nsjail_pid}/children").read_text().split()
+            except OSError:
+                continue  # exited while we looked
+            out.append((nsjail_pid, [int(k) for k in kids]))
+        return out
+
+
+    def scrape(self) -> dict[str, float]:
+        """The agent's Prometheus metrics: 'name{labels}' -> value."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                out[series] = float(value)
+        return out
+
+    def stop_checked(self) -> str:
+        """Stops the agent (SIGTERM) and checks that nothing of it is left: no
+        nsjail or sandbox process of its environments, no cgroup directory of
+        the agent. Returns what was checked; raises if something survived."""
+        procs = [(pid, _start_time(pid)) for nsj, kids in self.sandboxes() for pid in (nsj, *kids)]
+        cgroups = _agent_cgroup_dirs(procs)
+        self.stop()
+        deadline = time.monotonic() + 10
+        while True:
+            alive = [pid for pid, started in procs if started is not None and _start_time(pid) == started]
+            left = [d for d in cgroups if d.exists()]
+            if not alive and not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if alive or left:
+            raise RuntimeError(f"agent stopped but left {len(alive)} sandbox process(es) {alive[:5]} "
+                               f"and cgroup dir(s) {[str(d) for d in left[:3]]}")
+        return (f"agent stopped; all {len(procs)} nsjail and sandbox processes it had at the end are gone"
+                + (f", and its cgroup directories ({len(cgroups)} controllers) are removed" if cgroups else ""))
 
     def stop(self) -> None:
         if self.client is not None:
@@ -150,6 +198,37 @@ def _children(ppid: int, comm: str | None = None) -> list[int]:
         if int(rest[1]) == ppid and (comm is None or name == comm):
             pids.append(int(entry.name))
     return pids
+
+
+def _start_time(pid: int) -> int | None:
+    """Start time of pid (clock ticks since boot), None if it is gone or a zombie: with
+    the pid it tells a survivor from a new process that reused the number."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = stat[stat.rindex(")") + 2:].split()
+    return None if rest[0] in ("Z", "X") else int(rest[19])
+
+
+def _agent_cgroup_dirs(procs: list[tuple[int, int | None]]) -> list[Path]:
+    """The agent's own cgroup directories (runtime-agent/<agent id>, per v1 controller, or
+    the v2 one), found from where its sandboxes live."""
+    for pid, _ in procs:
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            continue
+        dirs = []
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            parts = path.strip("/").split("/")
+            if len(parts) >= 2 and parts[0] == "runtime-agent":
+                base = Path("/sys/fs/cgroup") / (controllers.split(",")[0] if controllers else "")
+                dirs.append(base / parts[0] / parts[1])
+        if dirs:
+            return dirs
+    return []
 
 
 def _cpu_stat(pid: int) -> tuple[str, int, int, int] | None:

@@ -1,0 +1,192 @@
+"""What observability costs on the warm path: platform logs + metrics on vs off.
+
+Four agents on the same machine, in the same run, each with the same no-op
+function warmed to 8 environments:
+
+  on       ``--metrics-listen 127.0.0.1:0`` and the default platform logs (a
+           START, END and REPORT line per invocation in the function's log;
+           Prometheus counters and histograms updated per invocation)
+  off      ``--no-platform-logs`` and no metrics endpoint
+  logs     platform logs only, and metrics only: each half alone, to tell
+  metrics  which one costs what (the targets judge on against off)
+
+Measured in interleaved rounds (the agents' order rotates): warm
+Invoke latency at concurrency 1 (alternating blocks, sync client in this
+process, one pre-built request) and throughput with 8 in flight (grpc.aio
+client in a process of its own). Overhead per round: on/off − 1 for the p50,
+1 − on/off for calls per second; the targets are judged on the medians.
+OTLP tracing is off in both (it is off unless ``--otlp-endpoint``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import statistics
+
+import loadgen
+import workloads
+from host import cpu_ns, progress, wait_for_idle
+from loadgen import Summary
+from report import SUMMARY_HEADER, Section, Table, TargetCheck, ms, summary_row
+
+FUNCTION = "obs-noop"
+IN_FLIGHT = 8
+GOAL = 0.05
+# The two of record, then each half alone, to tell which half costs what.
+AGENTS = {"on": ("--metrics-listen", "127.0.0.1:0"), "off": ("--no-platform-logs",),
+          "logs": (), "metrics": ("--metrics-listen", "127.0.0.1:0", "--no-platform-logs")}
+LABELS = {"on": "logs + metrics ON", "off": "logs + metrics OFF", "logs": "platform logs only",
+          "metrics": "metrics only"}
+
+
+def _log_bytes(agent: workloads.AgentUnderTest) -> int:
+    return sum(p.stat().st_size for p in (agent.proc.data_dir / "logs").glob(f"{FUNCTION}.log*"))
+
+
+def section_observability(ctx) -> Section:
+    cfg = ctx.cfg
+    agents: dict[str, workloads.AgentUnderTest] = {}
+    try:
+        for key, args in AGENTS.items():
+            agents[key] = workloads.AgentUnderTest(args).start()
+            agents[key].deploy(FUNCTION)
+        measured = _measure(cfg, agents)
+        cleanup = [f"{key} agent: " + agents.pop(key).stop_checked() for key in list(agents)]
+    finally:
+        for agent in agents.values():   # only after a failure
+            agent.stop()
+    return _section(cfg, *measured, cleanup)
+
+
+def _measure(cfg, agents: dict[str, workloads.AgentUnderTest]) -> tuple:
+    make = functools.partial(workloads.invoke_request, FUNCTION)
+    request = make()
+    targets = {k: loadgen.Target(a.target, workloads.INVOKE_METHOD) for k, a in agents.items()}
+    calls = {k: (lambda a=a: a.invoke_raw(request)) for k, a in agents.items()}
+    for key, agent in agents.items():
+        for _ in range(8):
+            if agent.environment_count() >= IN_FLIGHT:
+                break
+            progress(f"observability: warming {key} to {IN_FLIGHT} environments")
+            loadgen.measure_throughput(targets[key], make, IN_FLIGHT, 2 * cfg.warmup_s, 0.0, cfg.client)
+    logs_before = {k: _log_bytes(a) for k, a in agents.items()}
+    envs = {k: [a.environment_count()] for k, a in agents.items()}
+    latency: dict[str, list[list[int]]] = {k: [] for k in agents}
+    tput: dict[str, list[loadgen.ThroughputResult]] = {k: [] for k in agents}
+    kinds: dict[str, dict[str, int]] = {k: {} for k in agents}
+    agent_us: dict[str, list[float]] = {k: [] for k in agents}   # agent CPU per call, latency phase
+    wait_for_idle(cfg.settle_s, quiet_samples=2, sample_s=1.0)
+    for r in range(cfg.obs_rounds):
+        keys = list(agents)
+        order = keys[r % len(keys):] + keys[:r % len(keys)]
+        order = order if r % 2 == 0 else order[::-1]
+        progress(f"observability round {r + 1}/{cfg.obs_rounds}: latency, {cfg.calls} calls each")
+        responses: dict[str, list] = {k: [] for k in order}
+        cpu0 = {k: cpu_ns(a.proc.proc.pid) for k, a in agents.items()}
+        got = loadgen.measure_latency_interleaved({k: calls[k] for k in order}, cfg.calls, cfg.block,
+                                                  cfg.warmup_calls, responses)
+        for k, a in agents.items():   # each agent served exactly warmup + calls Invokes meanwhile
+            agent_us[k].append((cpu_ns(a.proc.proc.pid) - cpu0[k]) / 1e3 / (cfg.calls + cfg.warmup_calls))
+        for k in order:
+            latency[k].append(got[k])
+            for label, n in workloads.count_kinds(responses[k]).items():
+                kinds[k][label] = kinds[k].get(label, 0) + n
+        for k in order:
+            progress(f"observability round {r + 1}/{cfg.obs_rounds}: {k} throughput, {IN_FLIGHT} in flight")
+            res = loadgen.measure_throughput(targets[k], make, IN_FLIGHT, cfg.seconds, cfg.warmup_s, cfg.client,
+                                             workloads.start_kind)
+            tput[k].append(res)
+            for label, n in res.labels.items():
+                kinds[k][label] = kinds[k].get(label, 0) + n
+    logged = {k: _log_bytes(a) - logs_before[k] for k, a in agents.items()}
+    for k, a in agents.items():
+        envs[k].append(a.environment_count())
+    counted = sum(v for s, v in agents["on"].scrape().items()
+                  if s.startswith("runtime_invocations_total{") and FUNCTION in s)
+    return latency, tput, kinds, logged, counted, envs, agent_us
+
+
+def _overheads(latency, tput, key: str) -> tuple[list[float], list[float]]:
+    """Per round: p50 latency key/off − 1, and 1 − calls/s key/off."""
+    return ([Summary.of(a).p50_us / Summary.of(b).p50_us - 1 for a, b in zip(latency[key], latency["off"])],
+            [1 - a.rps / b.rps for a, b in zip(tput[key], tput["off"])])
+
+
+def _section(cfg, latency, tput, kinds, logged, counted, envs, agent_us, cleanup: list[str]) -> Section:
+    lat_over, rps_over = _overheads(latency, tput, "on")
+    lat, rps = statistics.median(lat_over), statistics.median(rps_over)
+    pooled = {k: Summary.of([x for r in latency[k] for x in r]) for k in latency}
+    rows = [summary_row(f"{LABELS[k]}, concurrency 1", pooled[k]) for k in latency]
+    halves = []
+    cpu = {k: statistics.median(v) for k, v in agent_us.items()}
+    for key in latency:
+        lo, ro = _overheads(latency, tput, key)
+        halves.append([LABELS[key], f"{statistics.median(lo):+.1%}", ", ".join(f"{x:+.1%}" for x in lo),
+                       f"{statistics.median(r.rps for r in tput[key]):,.0f}", f"{statistics.median(ro):+.1%}",
+                       ", ".join(f"{x:+.1%}" for x in ro), f"{cpu[key]:.0f}", f"{cpu[key] - cpu['off']:+.0f}"])
+    straddle = [name for name, over in (("latency", lat_over), ("throughput", rps_over))
+                if min(over) < GOAL < max(over)]
+    rounds = []
+    for i in range(cfg.obs_rounds):
+        on_s, off_s = Summary.of(latency["on"][i]), Summary.of(latency["off"][i])
+        rounds.append([str(i + 1), ms(on_s.p50_us), ms(off_s.p50_us), f"{lat_over[i]:+.1%}",
+                       f"{tput['on'][i].rps:,.0f}", f"{tput['off'][i].rps:,.0f}", f"{rps_over[i]:+.1%}",
+                       ms(tput["on"][i].latency.p50_us), ms(tput["off"][i].latency.p50_us)])
+    errors = {k: sum(r.errors for r in tput[k]) for k in tput}
+    notes = [
+        f"Four agents, each with a no-op function warmed to {IN_FLIGHT} environments: ON = "
+        "`--metrics-listen 127.0.0.1:0` with the default platform logs; OFF = `--no-platform-logs` and no "
+        "metrics endpoint; and each half alone (platform logs only: no flags; metrics only: `--metrics-listen "
+        f"127.0.0.1:0 --no-platform-logs`). {cfg.obs_rounds} rounds; each measures latency ({cfg.calls} timed calls "
+        "per agent after "
+        f"{cfg.warmup_calls} untimed, alternating blocks of {cfg.block}) and then throughput at {IN_FLIGHT} in "
+        f"flight ({cfg.seconds:g} s windows after {cfg.warmup_s:g} s, `{cfg.client}` client in its own process). "
+        "The order of the agents rotates and reverses from round to round.",
+        "What ON adds per invocation, on the agent's event loop: three platform log records (START, END, "
+        "REPORT, formatted and buffered, flushed every few ms), a read of the environment's cgroup peak "
+        "memory for REPORT's Max Memory Used, and the Prometheus updates (invocations and start-kind counters, "
+        "the duration and per-phase histograms).",
+        "Overhead per round: latency = ON p50 / OFF p50 − 1; throughput = 1 − ON calls/s / OFF calls/s "
+        "(positive = observability costs). Judged on the median of the rounds.",
+        f"Observability was really on: the ON agent's function log grew by {logged['on']:,} bytes and its "
+        f"`runtime_invocations_total` counts {counted:,.0f} invocations; the OFF agent's log grew by "
+        f"{logged['off']:,} bytes.",
+        "Start kinds: " + "; ".join(f"{LABELS[k]}: " + ", ".join(f"{a} {b}" for a, b in sorted(kinds[k].items()))
+                                    for k in kinds) + ". Throughput errors: "
+        + ", ".join(f"{k} {v}" for k, v in errors.items()) + ". Environments (before round 1 → at the end): "
+        + ", ".join(f"{k} {a} → {b}" for k, (a, b) in envs.items()) + ".",
+        "Noise: a 5 % difference is about 35 µs on a warm Invoke; per-round figures show how much the rounds "
+        "disagree, which bounds what this run can resolve. The agent's CPU time per call is the steadier "
+        "measure of what observability adds; latency and throughput also carry the client's, the sandbox's "
+        "and the kernel's share of a 2-core host."
+        + (f" **The rounds straddle the 5 % goal ({' and '.join(straddle)}): this run cannot tell for sure "
+           "which side of it the overhead is on; the verdict follows the median.**" if straddle else ""),
+    ] + [c + "." for c in cleanup]
+    targets = [
+        TargetCheck("Observability overhead, warm Invoke p50 (concurrency 1)", f"< {GOAL:.0%}",
+                    f"{lat:+.1%} ({ms(pooled['on'].p50_us)} vs {ms(pooled['off'].p50_us)} ms; rounds: "
+                    + ", ".join(f"{x:+.1%}" for x in lat_over) + ")", lat < GOAL),
+        TargetCheck(f"Observability overhead, warm throughput ({IN_FLIGHT} in flight)", f"< {GOAL:.0%}",
+                    f"{rps:+.1%} ({statistics.median(r.rps for r in tput['on']):,.0f} vs "
+                    f"{statistics.median(r.rps for r in tput['off']):,.0f} calls/s; rounds: "
+                    + ", ".join(f"{x:+.1%}" for x in rps_over) + ")", rps < GOAL),
+    ]
+    return Section(
+        "observability", "Observability cost on the warm path (platform logs + metrics)", notes,
+        [Table(SUMMARY_HEADER, rows, "Warm Invoke latency at concurrency 1, rounds pooled."),
+         Table(["round", "ON p50", "OFF p50", "latency overhead", f"ON calls/s @{IN_FLIGHT}",
+                f"OFF calls/s @{IN_FLIGHT}", "throughput overhead", "ON p50 under load", "OFF p50 under load"],
+               rounds, "ON vs OFF per round (latency in ms)."),
+         Table(["vs OFF", "p50 overhead (median)", "per round", f"calls/s @{IN_FLIGHT} (median)",
+                "throughput overhead (median)", "per round", "agent CPU µs per call", "vs OFF"], halves,
+               "Which half costs what. Agent CPU: the agent process's CPU time (all threads, schedstat) over each "
+               "round's latency phase, per Invoke it served; median of rounds.")],
+        targets,
+        {"latency_overhead": lat, "throughput_overhead": rps, "latency_rounds": lat_over, "throughput_rounds": rps_over,
+         "on": dataclasses.asdict(pooled["on"]), "off": dataclasses.asdict(pooled["off"]),
+         "rps": {k: [r.rps for r in tput[k]] for k in tput}, "log_bytes": logged, "metrics_invocations": counted,
+         "p50_us": {k: [Summary.of(r).p50_us for r in latency[k]] for k in latency},
+         "agent_cpu_us_per_call": agent_us,
+         "halves": {k: dict(zip(("latency", "throughput"), _overheads(latency, tput, k))) for k in latency
+                    if k != "off"}})
