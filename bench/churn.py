@@ -261,6 +261,10 @@ def section_creation(ctx) -> Section:
             f"({r.teardown['outside_tree_cpu_s']:.1f} of them in kernel threads and other processes)"
             for r in runs) + ". That includes the 2 quiet seconds that end the wait. Sustained churn "
         "(a start and a teardown per environment) would pay both.",
+        "The rate falls as environments accumulate (none is torn down inside the window): " + "; ".join(
+            f"C={r.concurrency}: first 3 s {statistics.mean(r.per_second[:3]):.0f}/s, last 3 s "
+            f"{statistics.mean(r.per_second[-3:]):.0f}/s with ~{r.envs_after} alive" for r in runs)
+        + ". A host that reaps idle environments keeps fewer alive than this.",
         f"Best: {best.rate:.1f} environments/s at {best.concurrency} in flight."
         + (" Some runs used every deployed function before the window closed: their rate is a lower bound."
            if any(r.exhausted for r in runs) else ""),

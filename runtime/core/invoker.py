@@ -284,6 +284,9 @@ class Invoker:
                 key = (name, env.state.value)
                 environments[key] = environments.get(key, 0) + 1
             concurrent[name] = len(pool.all) - len(pool.idle)
+        for runtime, cells in self._stems.items():
+            if cells:  # stem cells belong to no function yet: labelled by runtime
+                environments[(f"stem-{runtime}", "stem")] = len(cells)
         return {"environments": environments, "concurrent": concurrent,
                 "budget_bytes": self.budget_mb * 1024 * 1024, "used_bytes": self._memory_mb * 1024 * 1024}
 
