@@ -338,10 +338,14 @@ class Invoker:
         env = self._new_environment(cfg, pool)
         try:
             self.host.before_spawn()
-            await env.start(min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds)))
+            await env.start(self._init_timeout(cfg))
         except InitFailed as exc:
             return env, "cold", exc
         return env, "cold", None
+
+    def _init_timeout(self, cfg: FunctionConfig) -> float:
+        """Init may take the agent's init timeout, but never longer than the function's own."""
+        return min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds))
 
     def _admit(self, cfg: FunctionConfig, pool: _Pool) -> None:
         """Refuses a new environment beyond the limits, at once: no queue.
@@ -450,7 +454,7 @@ class Invoker:
         try:
             await stem.specialise(fd, self._environ(cfg, rt, stem.id), cfg.spec.memory_mb,
                                   cpu_ms_for_memory(cfg.spec.memory_mb),
-                                  min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds)))
+                                  self._init_timeout(cfg))
         except InitFailed as exc:
             return stem, "prewarmed", exc
         finally:
@@ -561,7 +565,7 @@ class Invoker:
         env = self._new_environment(cfg, pool)
         try:
             self.host.before_spawn()
-            await env.start(min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds)))
+            await env.start(self._init_timeout(cfg))
         except (InitFailed, SandboxError, OSError):
             env.destroy("pre-warm failed")
             return
@@ -627,7 +631,7 @@ class Invoker:
                 env = self._new_environment(cfg, pool, provisioned=True)
                 try:
                     self.host.before_spawn()
-                    await env.start(min(self.settings.init_timeout_s, float(cfg.spec.timeout_seconds)))
+                    await env.start(self._init_timeout(cfg))
                 except (InitFailed, SandboxError, OSError) as exc:
                     event("provision_failed", function=cfg.name, error=str(exc).replace(" ", "_")[:200])
                     env.destroy("provisioning failed")

@@ -64,10 +64,12 @@ def _probe_python(exe: str) -> tuple[str, str] | None:
     return out[0], out[1]
 
 
-def _python_candidates(minor: int) -> list[str]:
-    name = f"python3.{minor}"
+def _candidates(*names: str) -> list[str]:
+    """Executables named ``names`` in /usr/bin, /usr/local/bin and on PATH,
+    each real file once."""
+    paths = [p for n in names for p in (f"/usr/bin/{n}", f"/usr/local/bin/{n}", shutil.which(n))]
     seen, found = set(), []
-    for path in (f"/usr/bin/{name}", f"/usr/local/bin/{name}", shutil.which(name)):
+    for path in paths:
         if path and os.access(path, os.X_OK):
             real = os.path.realpath(path)
             if real not in seen:
@@ -86,21 +88,10 @@ def _probe_node(exe: str) -> tuple[str, str] | None:
     return (out[0], out[1]) if len(out) == 2 and out[0][:1].isdigit() else None
 
 
-def _node_candidates() -> list[str]:
-    seen, found = set(), []
-    for path in ("/usr/bin/node", "/usr/local/bin/node", shutil.which("node"), shutil.which("nodejs")):
-        if path and os.access(path, os.X_OK):
-            real = os.path.realpath(path)
-            if real not in seen:
-                seen.add(real)
-                found.append(path)
-    return found
-
-
 def _node_runtimes(boot: Path) -> dict[str, Runtime]:
     """One runtime per Node.js major on the host, the first candidate of each."""
     runtimes: dict[str, Runtime] = {}
-    for exe in _node_candidates():
+    for exe in _candidates("node", "nodejs"):
         probed = _probe_node(exe)
         if not probed:
             continue
@@ -127,7 +118,7 @@ def discover() -> dict[str, Runtime]:
     runtimes: dict[str, Runtime] = {}
     boot = bootstrap_root()
     for minor in PYTHON_MINORS:
-        for exe in _python_candidates(minor):
+        for exe in _candidates(f"python3.{minor}"):
             probed = _probe_python(exe)
             if not probed:
                 continue

@@ -400,39 +400,36 @@ class Environment:
             data = b""
         if not data:
             self._loop.remove_reader(fd)
-            rest = self._partial.pop(fd, b"")
-            if rest:
-                self.log_sink(self, self.request_id, self._log_fds[fd], rest)
+            self._flush_partial(fd)
             return
-        stream = self._log_fds[fd]
+        self._emit_lines(fd, data)
+
+    def _emit_lines(self, fd: int, data: bytes) -> None:
+        """Hands complete lines to the sink; keeps an unfinished last line."""
         lines = (self._partial.pop(fd, b"") + data).split(b"\n")
         tail = lines.pop()
         if tail:
             self._partial[fd] = tail
-        sink, rid = self.log_sink, self.request_id
+        sink, rid, stream = self.log_sink, self.request_id, self._log_fds[fd]
         for line in lines:
             sink(self, rid, stream, line)
+
+    def _flush_partial(self, fd: int) -> None:
+        rest = self._partial.pop(fd, b"")
+        if rest:
+            self.log_sink(self, self.request_id, self._log_fds[fd], rest)
 
     def _drain_logs(self) -> None:
         for fd in list(self._log_fds):
             for _ in range(64):  # bounded: a flood is read by the reader callback
-                before = self._partial.get(fd)
                 try:
-                    peek = os.read(fd, LOG_READ)
-                except (BlockingIOError, OSError):
+                    data = os.read(fd, LOG_READ)
+                except OSError:  # BlockingIOError: nothing more now
                     break
-                if not peek:
+                if not data:
                     break
-                lines = ((before or b"") + peek).split(b"\n")
-                self._partial.pop(fd, None)
-                tail = lines.pop()
-                if tail:
-                    self._partial[fd] = tail
-                for line in lines:
-                    self.log_sink(self, self.request_id, self._log_fds[fd], line)
-            rest = self._partial.pop(fd, b"")
-            if rest:  # a partial last line belongs to this request too
-                self.log_sink(self, self.request_id, self._log_fds[fd], rest)
+                self._emit_lines(fd, data)
+            self._flush_partial(fd)  # a partial last line belongs to this request too
 
     # -- teardown ------------------------------------------------------------
     def _cancel_timer(self) -> None:

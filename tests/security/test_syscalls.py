@@ -175,7 +175,7 @@ X32_CALLS = [pytest.param(X32 | 272, [CLONE_NEWUSER], id="unshare"), pytest.para
 def test_x32_abi_does_not_run(client, syscaller, nr, args):
     """kernel + seccomp: x32 aliases (nr | 0x40000000) of killed calls never
     run: the filter kills them, or (this host) the kernel has no x32 ABI and
-    answers ENOSYS. See the xfail below for the filter's part."""
+    answers ENOSYS. test_x32_abi_killed_by_filter checks the filter's part."""
     resp, body = call(client, syscaller, {"nr": nr, "args": args})
     if resp.function_error:
         assert_killed_by_seccomp(resp, body)
