@@ -23,7 +23,7 @@ bootstrap -> agent, once, after loading the handler:
 A stem cell (``_RUNTIME_STEM_CELL=1``) first sends b"R" with the runtime
 loaded and no function, then waits for
 
-agent -> bootstrap, once, with one fd in SCM_RIGHTS (the code tree):
+agent -> bootstrap, once, after attaching the code at /var/task:
     b"P"  specialise   body: JSON object of environment variables
                        (_HANDLER, AWS_LAMBDA_*, the function's own)
 
@@ -186,34 +186,20 @@ class _InitError(Exception):
 
 def _await_specialisation(fd):
     """Stem cell: the runtime is loaded, the function is not. Blocks until
-    the agent hands in the code (a read-only detached mount, as an fd that
-    becomes /proc/1/fd/9, which /var/task links to) and the function's
+    the agent has attached the code at /var/task and sends the function's
     environment variables. Returns the time specialisation started."""
-    import socket  # only stem cells need SCM_RIGHTS; their start-up is paid ahead
-
-    sock = socket.socket(fileno=fd)
-    try:
-        data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 1)
-        began = time.time_ns()
-        while len(data) < 5 or len(data) < 5 + _HDR.unpack_from(data)[1]:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise SystemExit(0)
-            data += chunk
-    finally:
-        sock.detach()  # the fd stays the control socket
-    if not data:
-        raise SystemExit(0)
+    data = os.read(fd, 65536)
+    began = time.time_ns()
+    while len(data) < 5 or len(data) < 5 + _HDR.unpack_from(data)[1]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise SystemExit(0)
+        data += chunk
     kind, length = _HDR.unpack_from(data)
-    if kind != b"P" or len(fds) != 1:
+    if kind != b"P":
         raise SystemExit(2)
-    os.dup2(fds[0], _CODE_FD)
-    os.close(fds[0])
     os.environ.update(_loads(data[5:5 + length]))
     return began
-
-
-_CODE_FD = 9
 
 
 def main():

@@ -33,7 +33,7 @@ from runtime.core.usage import UsageLedger
 from runtime.errors import (AgentError, FunctionErrorType, InvalidRequestContent, RequestTooLarge, SandboxError,
                             TooManyRequests)
 from runtime.jail.cgroups import cpu_ms_for_memory
-from runtime.sandbox.codemount import open_code_tree
+from runtime.sandbox.codemount import Injector, open_code_tree
 from runtime.sandbox.codemount import supported as code_mounts_supported
 from runtime.sandbox.environment import STEM_ENV, Environment, InitFailed, State
 from runtime.sandbox.host import SandboxHost
@@ -46,6 +46,9 @@ MAX_CLIENT_CONTEXT = 3583
 STEM_MEMORY_MB = 128
 STEM_TMP_MB = 512
 REPLENISH_DELAY_S = 0.1
+# Bootstraps that can wait, loaded, for a function (frame P): Python's and
+# the Runtime API relay (which is Python).
+STEM_FAMILIES = ("python", "provided")
 
 
 def stem_cells_supported(host: SandboxHost) -> bool:
@@ -160,6 +163,8 @@ class Invoker:
         self._provisioning: set[str] = set()
         self._closing = False
         self._stem_target = settings.stem_cells if settings.stem_cells and stem_cells_supported(host) else 0
+        # Attaches code inside specialised stem cells (a process of its own).
+        self._injector = Injector() if self._stem_target else None
         registry.on_change.append(self._retire)
 
     # -- public ----------------------------------------------------------------
@@ -295,7 +300,7 @@ class Invoker:
         self.registry.on_change.append(lambda old: asyncio.get_running_loop().call_soon(self.provision))
         self.provision()
         for name, rt in self.runtimes.items():
-            if rt.family == "python":  # the only bootstrap that can take its code by fd
+            if name == rt.name and rt.family in STEM_FAMILIES:
                 self._replenish_soon(name)
 
     async def close(self) -> None:
@@ -314,6 +319,8 @@ class Invoker:
                 env.destroy("agent shutdown")
         # Give the reapers a moment to collect exit statuses and cgroups.
         await asyncio.sleep(0.05)
+        if self._injector is not None:
+            self._injector.close()
 
     # -- environments ----------------------------------------------------------
     async def _acquire(self, cfg: FunctionConfig):
@@ -426,15 +433,15 @@ class Invoker:
 
     # -- stem cells --------------------------------------------------------------
     def _stem_eligible(self, cfg: FunctionConfig) -> bool:
-        # Python only: a stem cell receives its code as an fd by SCM_RIGHTS, which Node cannot without native code.
+        rt = self.runtimes[cfg.spec.runtime]
         return (self._stem_target > 0 and cfg.spec.ephemeral_storage_mb == STEM_TMP_MB
-                and self.runtimes[cfg.spec.runtime].family == "python"
-                and bool(self._stems.get(cfg.spec.runtime)))
+                and rt.family in STEM_FAMILIES and bool(self._stems.get(rt.name)))
 
     async def _specialise(self, cfg: FunctionConfig, pool: _Pool):
         """Takes a stem cell of the function's runtime and hands it the function;
         None when the memory budget cannot take the difference."""
-        cells = self._stems[cfg.spec.runtime]
+        rt = self.runtimes[cfg.spec.runtime]
+        cells = self._stems[rt.name]
         stem = cells.pop()
         delta = cfg.spec.memory_mb - stem.memory_mb
         if delta > 0 and self._memory_mb + delta > self.budget_mb:
@@ -444,15 +451,14 @@ class Invoker:
                 return None
         # Replace the cell a little later: spawning blocks the loop for a few
         # ms, which would land on this very invocation.
-        asyncio.get_running_loop().call_later(REPLENISH_DELAY_S, self._replenish_soon, cfg.spec.runtime)
+        asyncio.get_running_loop().call_later(REPLENISH_DELAY_S, self._replenish_soon, rt.name)
         self._memory_mb += delta
         stem.memory_mb = cfg.spec.memory_mb
         stem.owner, stem.function = pool, cfg.name
         pool.all.add(stem)
-        rt = self.runtimes[cfg.spec.runtime]
         fd = open_code_tree(str(self.code.path(cfg.code_sha256)))
         try:
-            await stem.specialise(fd, self._environ(cfg, rt, stem.id), cfg.spec.memory_mb,
+            await stem.specialise(fd, self._injector, self._environ(cfg, rt, stem.id), cfg.spec.memory_mb,
                                   cpu_ms_for_memory(cfg.spec.memory_mb),
                                   self._init_timeout(cfg))
         except InitFailed as exc:
@@ -512,10 +518,11 @@ class Invoker:
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
             "AWS_LAMBDA_LOG_STREAM_NAME": f"{day}/[{cfg.version}]{env_id}",
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_{rt.name}",
             "AWS_REGION": self.settings.region,
             "AWS_DEFAULT_REGION": self.settings.region,
         })
+        if rt.family != "provided":  # AWS leaves it unset for custom runtimes
+            env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{cfg.spec.runtime}"
         return env
 
     def _release(self, cfg: FunctionConfig, env: Environment) -> None:

@@ -25,6 +25,11 @@ BASE_DIRS = ("/usr", "/lib", "/lib64", "/bin")
 # The bootstrap is imported rather than run as a script so that its .pyc is
 # used; /var/task goes first on sys.path once the bootstrap starts.
 PYTHON_LAUNCH = "import sys;sys.path.insert(0,'/var/runtime');import bootstrap;sys.exit(bootstrap.main())"
+# A custom runtime's sandbox starts the Runtime API relay (Python, shipped
+# with the Python bootstrap), which starts the function's own ``bootstrap``.
+RELAY_LAUNCH = "import sys;sys.path.insert(0,'/var/runtime');import relay;sys.exit(relay.main())"
+# Lambda's names for the custom runtime; all are the same runtime here.
+PROVIDED_NAMES = ("provided", "provided.al2", "provided.al2023")
 # Node.js majors offered, named as Lambda names them ("nodejs20.x").
 NODE_MIN_MAJOR = 16
 # No start-up flags. Measured on Node 20: --v8-pool-size=1, --single-threaded,
@@ -37,8 +42,8 @@ NODE_FLAGS: tuple[str, ...] = ()
 
 @dataclasses.dataclass(frozen=True)
 class Runtime:
-    name: str              # "python3.11"
-    family: str            # "python"
+    name: str              # "python3.11"; an alias's entry carries the canonical name
+    family: str            # "python", "node" or "provided"
     executable: str        # host path of the interpreter
     version: str           # "3.11.2"
     host_dirs: tuple[str, ...]   # read-only bind mounts, same path inside
@@ -135,19 +140,35 @@ def discover() -> dict[str, Runtime]:
                 argv=(exe, "-I", "-S", "-B", "-c", PYTHON_LAUNCH))
             break
     runtimes.update(_node_runtimes(boot))
+    runtimes.update(_provided_runtimes(runtimes))
     return runtimes
+
+
+def _provided_runtimes(found: dict[str, Runtime]) -> dict[str, Runtime]:
+    """``provided`` needs a Python for its relay: the first one under /usr
+    if any (nothing extra to mount), else the first found."""
+    pythons = [rt for rt in found.values() if rt.family == "python"]
+    if not pythons:
+        return {}
+    py = next((rt for rt in pythons if set(rt.host_dirs) <= set(BASE_DIRS)), pythons[0])
+    rt = dataclasses.replace(py, name=PROVIDED_NAMES[0], family="provided",
+                             argv=(py.executable, "-I", "-S", "-B", "-c", RELAY_LAUNCH))
+    return {name: rt for name in PROVIDED_NAMES}
 
 
 def prepare(runtimes: dict[str, Runtime], run_dir: Path) -> dict[str, Runtime]:
     """Copies each runtime's bootstrap under ``run_dir`` and precompiles it
     with that runtime's own interpreter, so no sandbox compiles it again."""
-    prepared = {}
+    prepared: dict[str, Runtime] = {}
     for name, rt in runtimes.items():
-        dest = Path(run_dir) / "bootstraps" / name
+        if rt.name != name and rt.name in prepared:  # an alias ("provided.al2023")
+            prepared[name] = prepared[rt.name]
+            continue
+        dest = Path(run_dir) / "bootstraps" / rt.name
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(rt.bootstrap_dir, dest, ignore=shutil.ignore_patterns("__pycache__"))
-        if rt.family == "python":
+        if rt.family in ("python", "provided"):
             for src in dest.glob("*.py"):
                 subprocess.run([rt.executable, "-I", "-S", "-m", "py_compile", str(src)], check=True,
                                capture_output=True, timeout=60)
@@ -155,5 +176,5 @@ def prepare(runtimes: dict[str, Runtime], run_dir: Path) -> dict[str, Runtime]:
             os.chmod(dirpath, 0o755)
             for f in files:
                 os.chmod(os.path.join(dirpath, f), 0o644)
-        prepared[name] = dataclasses.replace(rt, bootstrap_dir=dest)
-    return prepared
+        prepared[name] = prepared[rt.name] = dataclasses.replace(rt, bootstrap_dir=dest)
+    return {name: prepared[name] for name in runtimes}

@@ -288,7 +288,7 @@ class EnvCgroup:
         return any(l.split()[0] in ("oom_kill", "max") and int(l.split()[1]) > 0
                    for l in events.splitlines() if l)
 
-    def _pids(self) -> set[int]:
+    def pids(self) -> set[int]:
         pids: set[int] = set()
         for controller in self.dirs:  # vanishing dirs are skipped by os.walk
             pids |= self._tasks(controller)
@@ -300,7 +300,7 @@ class EnvCgroup:
             os.close(fd)
         self._fds.clear()
         for attempt in range(50):
-            pids = self._pids()
+            pids = self.pids()
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)

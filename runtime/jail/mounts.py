@@ -25,7 +25,5 @@ def build(spec: SandboxSpec) -> list[str]:
     args += ["-m", f"none:/tmp:tmpfs:size={spec.tmp_mb * 1024 * 1024},mode=1777"]
     args += ["-m", "none:/dev/shm:tmpfs:size=67108864,mode=1777"]
     args += ["-s", "/proc/self/fd:/dev/fd"]
-    if spec.task_link:
-        args += ["-s", f"{spec.task_link}:/var/task"]
     args += ["-D", spec.cwd]
     return args

@@ -62,9 +62,6 @@ class SandboxSpec:
     rootless: bool = False
     # Read-only (unless Mount.writable) bind mounts, mounted in order.
     mounts: Sequence[Mount] = ()
-    # When set, /var/task is a symlink to this path instead of a mount (stem
-    # cells: the code arrives later as a detached mount fd).
-    task_link: str = ""
     tmp_mb: int = 512
     memory_mb: int = 128
     pids_max: int = 1024

@@ -1,13 +1,22 @@
-"""Code handed to a running sandbox as a read-only detached mount.
+"""Code handed to a running sandbox as a read-only mount at ``/var/task``.
 
 A stem cell is started before anyone knows which function it will run, so
-its ``/var/task`` cannot be a bind mount made at start. Instead ``/var/task``
-is a symlink to ``/proc/1/fd/9``, and specialising hands the bootstrap an fd
-from ``open_tree(OPEN_TREE_CLONE)``: a private, detached copy of the code's
-mount, made read-only, nosuid and nodev with ``mount_setattr``. Path walks
-cannot leave it: ``..`` at the root of a detached mount stays there, so the
-fd reveals nothing of the code store around it. Needs root (CAP_SYS_ADMIN)
-and Linux 5.12+; ``supported()`` says whether this host has both.
+its ``/var/task`` cannot be a bind mount made at start: it starts as an
+empty read-only directory. Specialising makes ``open_tree(OPEN_TREE_CLONE)``
+of the code: a private, detached copy of the code's mount, made read-only,
+nosuid and nodev with ``mount_setattr``, and attaches it over that directory
+inside the sandbox's own mount namespace with ``move_mount``. Path walks
+cannot leave it (``..`` at /var/task is the sandbox's /var), so nothing of
+the code store around it shows, and ``getcwd()`` inside works as in a cold
+sandbox.
+
+``setns`` into a mount namespace is refused to a process with threads (they
+share CLONE_FS), and the agent has threads; so an ``Injector`` child process,
+single-threaded and started once, joins each sandbox's namespace and attaches
+the tree. Its wire: agent -> injector, one byte with two fds in SCM_RIGHTS
+(the sandbox's mount namespace, the tree); injector -> agent, a u32 errno
+(0 = attached). Needs root (CAP_SYS_ADMIN) and Linux 5.12+; ``supported()``
+says whether this host has both.
 """
 
 from __future__ import annotations
@@ -16,10 +25,19 @@ import ctypes
 import errno
 import os
 import platform
+import socket
+import struct
+import subprocess
+import sys
 
 from runtime.errors import os_error
 
 _SYSCALLS = {"x86_64": (428, 442), "aarch64": (428, 442)}
+_MOVE_MOUNT = 429
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+CLONE_NEWNS = 0x20000
+TASK_DIR = b"/var/task"
+_ERRNO = struct.Struct(">I")
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 AT_FDCWD = -100
@@ -66,3 +84,87 @@ def supported(probe_dir: str = "/") -> bool:
         return True
     except OSError:
         return False
+
+
+def _attach(ns_fd: int, tree_fd: int) -> int:
+    """In the injector: join the namespace, attach the tree; 0 or errno."""
+    if _libc.setns(ns_fd, CLONE_NEWNS) < 0:
+        return ctypes.get_errno()
+    if _libc.syscall(_MOVE_MOUNT, tree_fd, b"", AT_FDCWD, TASK_DIR, MOVE_MOUNT_F_EMPTY_PATH) < 0:
+        return ctypes.get_errno()
+    return 0
+
+
+def serve(fd: int) -> None:
+    """The injector's loop, until the agent closes its end."""
+    sock = socket.socket(fileno=fd)
+    while True:
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1, 2)
+        if not msg:
+            return
+        err = _attach(fds[0], fds[1]) if len(fds) == 2 else errno.EINVAL
+        for f in fds:
+            os.close(f)
+        sock.sendall(_ERRNO.pack(err))
+
+
+def sandbox_init_pid(pids: set[int]) -> int:
+    """The host pid of a sandbox's pid 1 among the processes of its cgroup."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        if line.split()[-1] == "1":
+                            return pid
+                        break
+        except OSError:
+            continue
+    raise os_error("find sandbox pid 1 in /proc/<pid>/status", err=errno.ESRCH)
+
+
+class Injector:
+    """The agent's handle on the injector process; closed by ``close``."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", f"from runtime.sandbox.codemount import serve; serve({theirs.fileno()})"],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True)
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._sock.settimeout(5.0)
+
+    def attach(self, sandbox_pid: int, tree_fd: int) -> None:
+        """Attaches ``tree_fd`` at /var/task inside the sandbox whose pid 1
+        is ``sandbox_pid``. Blocks for well under a millisecond."""
+        path = f"/proc/{sandbox_pid}/ns/mnt"
+        try:
+            ns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise os_error(f"open({path})", exc) from exc
+        try:
+            socket.send_fds(self._sock, [b"A"], [ns_fd, tree_fd])
+            reply = self._sock.recv(_ERRNO.size)
+        except OSError as exc:
+            raise os_error("injector sendmsg/recv", exc) from exc
+        finally:
+            os.close(ns_fd)
+        if len(reply) != _ERRNO.size:
+            raise os_error("injector recv (process gone)", err=errno.EPIPE)
+        err = _ERRNO.unpack(reply)[0]
+        if err:
+            raise os_error(f"setns+move_mount(/var/task) in pid {sandbox_pid}", err=err)
+
+    def close(self) -> None:
+        self._sock.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()

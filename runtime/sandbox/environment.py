@@ -37,6 +37,7 @@ from runtime.agentlog import event
 from runtime.errors import FunctionErrorType, SandboxError, os_error
 from runtime.jail import compose
 from runtime.jail.spec import SandboxSpec
+from runtime.sandbox.codemount import Injector, sandbox_init_pid
 from runtime.sandbox.host import CONTROL_FD_ENV
 
 _HDR = struct.Struct(">cI")
@@ -220,14 +221,21 @@ class Environment:
             self._cancel_timer()
         return self._ready(kind, body, spawn_ns, "created")
 
-    async def specialise(self, code_fd: int, environ: dict[str, str], memory_mb: int, cpu_ms_per_sec: int,
-                         init_timeout: float) -> InitTimings:
-        """Turns a stem cell into an environment of one function. ``code_fd``
-        stays the caller's (it is duplicated into the sandbox by SCM_RIGHTS)."""
+    async def specialise(self, code_fd: int, injector: Injector, environ: dict[str, str], memory_mb: int,
+                         cpu_ms_per_sec: int, init_timeout: float) -> InitTimings:
+        """Turns a stem cell into an environment of one function: its code
+        (``code_fd``, a detached tree; stays the caller's) is attached at
+        /var/task, then the bootstrap gets the function's environment."""
         if self.state is not State.STEM:
             raise SandboxError(f"environment {self.id} is {self.state.value}, not a stem cell")
         self.state = State.STARTING
         began = time.time_ns()
+        try:
+            injector.attach(sandbox_init_pid(self.cgroup.pids()), code_fd)
+        except OSError as exc:
+            self.destroy("code attach failed")
+            raise InitFailed({"errorType": FunctionErrorType.UNKNOWN,
+                              "errorMessage": f"Sandbox could not be specialised: {exc}"}) from exc
         if self.cgroup is not None:
             self.cgroup.set_memory(memory_mb)
         self.spec = dataclasses.replace(self.spec, memory_mb=memory_mb, cpu_ms_per_sec=cpu_ms_per_sec)
@@ -236,10 +244,7 @@ class Environment:
         self._limit_s = init_timeout
         self._timer = self._loop.call_later(init_timeout, self._on_timeout, "init")
         try:
-            # The transport's buffer is empty (the cell is idle) and the frame
-            # is small, so one sendmsg on a duplicate of the socket never blocks.
-            with socket.socket(fileno=os.dup(self._transport.get_extra_info("socket").fileno())) as dup:
-                socket.send_fds(dup, [_HDR.pack(b"P", len(body)) + body], [code_fd])
+            self._transport.write(_HDR.pack(b"P", len(body)) + body)
             kind, reply = await self._waiter
         finally:
             self._cancel_timer()

@@ -38,8 +38,6 @@ LOCK_DIR = Path("/run/runtime-agent")
 PIDS_MAX = 1024
 NOFILE_MAX = 1024
 CONTROL_FD_ENV = "_RUNTIME_CONTROL_FD"
-# Where a stem cell's bootstrap keeps the code fd it is handed (fd 9 of pid 1).
-STEM_TASK_LINK = "/proc/1/fd/9"
 
 _ETC_FILES = {
     "passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\n"
@@ -91,6 +89,8 @@ class SandboxHost:
         agent_id = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:12]
         self.cgroup_root = cgroups.CgroupRoot(version, agent_id)
         self.etc_dir = self.run_dir / "etc"
+        # A stem cell's /var/task until the code is attached over it.
+        self.empty_dir = self.run_dir / "empty"
         self._uid_base = UID_BASE
         self._free_uids: list[int] = []
         self._block_lock = -1
@@ -126,6 +126,8 @@ class SandboxHost:
         if not self.rootless:
             self._claim_uid_block()
         self.etc_dir.mkdir(parents=True, exist_ok=True)
+        self.empty_dir.mkdir(exist_ok=True)
+        os.chmod(self.empty_dir, 0o555)
         for name, text in _ETC_FILES.items():
             (self.etc_dir / name).write_text(text)
             os.chmod(self.etc_dir / name, 0o444)
@@ -231,20 +233,18 @@ class SandboxHost:
 
     def stem_spec(self, env_id: str, uid: int, rt: Runtime, memory_mb: int, tmp_mb: int,
                   environ: dict[str, str]) -> SandboxSpec:
-        """A stem cell: no code yet; /var/task will be the fd handed in later."""
+        """A stem cell: no code yet; it is attached over /var/task when specialised."""
         return self._spec(env_id, uid, rt, memory_mb, tmp_mb, environ, None, ())
 
     def _spec(self, env_id: str, uid: int, rt: Runtime, memory_mb: int, tmp_mb: int, environ: dict[str, str],
               code_dir: Path | None, pass_fds: tuple[int, ...]) -> SandboxSpec:
         mounts = [Mount(Path(d), d) for d in rt.host_dirs]
         mounts += [Mount(self.etc_dir, "/etc"), Mount(rt.bootstrap_dir, "/var/runtime")]
-        if code_dir is not None:
-            mounts.append(Mount(code_dir, "/var/task"))
+        mounts.append(Mount(code_dir if code_dir is not None else self.empty_dir, "/var/task"))
         return SandboxSpec(
             env_id=env_id, nsjail=self.nsjail, argv=rt.argv, environ=environ,
             uid=uid, gid=uid, rootless=self.rootless, mounts=tuple(mounts),
-            task_link="" if code_dir is not None else STEM_TASK_LINK,
-            # A stem cell's /var/task dangles until specialised; the bootstrap chdirs then.
+            # A stem cell's bootstrap chdirs to /var/task once its code is there.
             cwd="/var/task" if code_dir is not None else "/tmp",
             tmp_mb=tmp_mb, memory_mb=memory_mb,
             cpu_ms_per_sec=cgroups.cpu_ms_for_memory(memory_mb),

@@ -136,7 +136,8 @@ def test_hybrid_policy_unloads_and_prewarms_periodic_function(fresh_agent):
 def test_stem_cells_specialise_and_replenish(fresh_agent):
     """A cold start that finds a stem cell pays only specialisation; the
     cell is replaced in the background; the function sees its own code at
-    /var/task, read-only, with nothing of the code store around it."""
+    /var/task, read-only, as in a cold sandbox (getcwd works, /var/task/..
+    is the sandbox's /var), with nothing of the code store around it."""
     import glob
     import json as _json
 
@@ -151,14 +152,14 @@ def test_stem_cells_specialise_and_replenish(fresh_agent):
     code = ("import os, json\nSEEN = os.environ.get('COLOR')\n"
             "def handler(e, c):\n"
             "    out = {'color': SEEN, 'files': sorted(os.listdir('/var/task')), 'up': sorted(os.listdir('/var/task/..')),"
-            " 'fn': c.function_name, 'mem': c.memory_limit_in_mb}\n"
+            " 'fn': c.function_name, 'mem': c.memory_limit_in_mb, 'cwd': os.getcwd()}\n"
             "    try:\n        open('/var/task/x', 'w')\n        out['write'] = 'allowed'\n"
             "    except OSError as exc:\n        out['write'] = exc.errno\n    return out\n")
     c.create("stemmed", {"app.py": code, "data.txt": "x"}, memory_mb=256, environment={"COLOR": "blue"})
     resp, body = c.invoke_json("stemmed")
     assert resp.start_kind == invoker_pb2.PREWARMED, resp
     assert body == {"color": "blue", "files": ["__pycache__", "app.py", "data.txt"],
-                    "up": ["__pycache__", "app.py", "data.txt"], "fn": "stemmed", "mem": "256", "write": 30}
+                    "up": ["runtime", "task"], "fn": "stemmed", "mem": "256", "write": 30, "cwd": "/var/task"}
     assert resp.timings.sandbox_us == 0 and 0 < resp.timings.init_us
     resp2, _ = c.invoke_json("stemmed")
     assert resp2.start_kind == invoker_pb2.WARM
