@@ -31,8 +31,11 @@
  *     "S"  success      body: u64 BE handler_ns | result as JSON
  *     "F"  error        body: u64 BE handler_ns | error JSON as for "E"
  *
- * No stem cells ("P"): their code arrives as an fd by SCM_RIGHTS, which Node
- * cannot receive without native code.
+ * A stem cell (_RUNTIME_STEM_CELL=1) first sends "R" with Node loaded and no
+ * function, then waits for
+ * agent -> bootstrap, once, after attaching the code at /var/task:
+ *     "P"  specialise   body: JSON object of environment variables
+ * and answers "R" (start_ns = when "P" arrived) or "E" as above.
  *
  * The socket is read and written synchronously: between invocations the
  * bootstrap blocks in read(2), so, as on Lambda, the function's timers and
@@ -299,9 +302,14 @@ async function main() {
   const env = process.env;
   control = Number(env._RUNTIME_CONTROL_FD);
   delete env._RUNTIME_CONTROL_FD;
+  let startNs = W0;
   if (env._RUNTIME_STEM_CELL) {
-    send('E', [], JSON.stringify({ errorMessage: 'no stem cells in Node.js', errorType: 'Runtime.Unsupported' }));
-    process.exit(1);
+    delete env._RUNTIME_STEM_CELL;
+    send('R', [W0, wallNs()], '');
+    const head = readExactly(5);
+    startNs = wallNs();
+    if (head[0] !== 0x50) process.exit(2); // "P"
+    Object.assign(env, JSON.parse(readExactly(head.readUInt32BE(1)).toString('utf8')));
   }
   info = {
     functionName: env.AWS_LAMBDA_FUNCTION_NAME || '',
@@ -319,7 +327,7 @@ async function main() {
   }
   if (initDone) return; // an uncaught error while loading was reported already
   initDone = true;
-  send('R', [W0, wallNs()], '');
+  send('R', [startNs, wallNs()], '');
   setImmediate(next);
 }
 

@@ -46,9 +46,9 @@ MAX_CLIENT_CONTEXT = 3583
 STEM_MEMORY_MB = 128
 STEM_TMP_MB = 512
 REPLENISH_DELAY_S = 0.1
-# Bootstraps that can wait, loaded, for a function (frame P): Python's and
-# the Runtime API relay (which is Python).
-STEM_FAMILIES = ("python", "provided")
+# Bootstraps that can wait, loaded, for a function (frame P): Python's,
+# Node's and the Runtime API relay (which is Python).
+STEM_FAMILIES = ("python", "node", "provided")
 
 
 def stem_cells_supported(host: SandboxHost) -> bool:

@@ -385,3 +385,36 @@ def test_invalid_handler_refused_at_create(client, handler):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_type(err.value) == "InvalidParameterValueException"
     assert "handler" in err.value.details()
+
+
+def test_stem_cells_serve_node(fresh_agent):
+    """A prewarmed Node sandbox (Node already started) takes the function's
+    code and environment and runs it like a cold one."""
+    import time
+
+    from framework.agent import Client
+    fresh_agent.extra_args = ("--stem-cells", "1")
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    try:
+        deadline = time.monotonic() + 20
+        while f"stem-{RUNTIME}" not in fresh_agent.log():
+            assert time.monotonic() < deadline, "no Node stem cell started"
+            time.sleep(0.2)
+        create(c, "node-stem", {"app.js": """
+let count = 0;
+exports.handler = async (event, context) => ({
+  count: ++count, event, cwd: process.cwd(), fn: context.functionName, mem: context.memoryLimitInMB,
+  color: process.env.COLOR, stem: process.env._RUNTIME_STEM_CELL === undefined ? null : 'leaked',
+});
+"""}, memory_mb=256, environment={"COLOR": "green"})
+        resp, body = c.invoke_json("node-stem", {"a": 1})
+        assert resp.function_error == "", body
+        assert resp.start_kind == invoker_pb2.PREWARMED
+        assert body == {"count": 1, "event": {"a": 1}, "cwd": "/var/task", "fn": "node-stem", "mem": "256",
+                        "color": "green", "stem": None}
+        resp, body = c.invoke_json("node-stem", {})
+        assert resp.start_kind == invoker_pb2.WARM and body["count"] == 2
+    finally:
+        c.close()
+        assert fresh_agent.stop() == 0
