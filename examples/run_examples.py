@@ -2,7 +2,8 @@
 
 Each folder under examples/ with a function.json is deployed with fnctl (its
 runtime, handler, memory, timeout, env) and invoked twice with its "event":
-the first call starts a sandbox (cold), the second reuses it (warm).
+the first call starts a sandbox (cold), the second reuses it (warm). A
+"build" command (argv list), if given, runs in the folder first.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def main() -> int:
         for folder in sorted(p for p in HERE.iterdir() if (p / "function.json").is_file()):
             meta = json.loads((folder / "function.json").read_text())
             name = folder.name
+            if meta.get("build"):
+                built = subprocess.run(meta["build"], cwd=folder, capture_output=True, text=True)
+                if built.returncode != 0:
+                    failures += 1
+                    print(f"== {name}: build {' '.join(meta['build'])} failed:\n{built.stderr.strip()}\n")
+                    continue
             deploy = ["deploy", name, "--runtime", meta["runtime"], "--handler", meta["handler"],
                       "--code", str(folder), "--memory", str(meta.get("memory", 128)),
                       "--timeout", str(meta.get("timeout", 3))]

@@ -370,3 +370,42 @@ def test_stem_cells_serve_custom_runtimes(fresh_agent):
     finally:
         c.close()
         assert fresh_agent.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def c_runtime(tmp_path_factory):
+    """examples/custom-runtime-c built with its own Makefile."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+    if shutil.which("make") is None or shutil.which("cc") is None:
+        pytest.skip("no make/cc: the C example cannot be built on this host")
+    src = Path(__file__).resolve().parents[2] / "examples" / "custom-runtime-c"
+    out = tmp_path_factory.mktemp("c-runtime")
+    shutil.copy(src / "bootstrap.c", out)
+    shutil.copy(src / "Makefile", out)
+    subprocess.run(["make", "-s", "-C", str(out), "bootstrap"], check=True, capture_output=True)
+    return (out / "bootstrap").read_bytes()
+
+
+def test_c_example_runtime(client, c_runtime):
+    for handler in ("stats", "fail", "crash", "nope"):
+        client.create(f"prov-c-{handler}", make_zip({"bootstrap": c_runtime}, {"bootstrap": 0o755}),
+                      handler=handler, runtime="provided")
+    event = {"a": [1, -2, {"b": "c"}]}
+    resp, body = client.invoke_json("prov-c-stats", event)
+    assert resp.function_error == "", body
+    assert body == {"runtime": "c", "bytes": len(json.dumps(event)), "strings": 3, "numbers": 2, "objects": 2, "arrays": 1}
+    resp, body = client.invoke_json("prov-c-stats", {})
+    assert resp.start_kind == invoker_pb2.WARM and body["bytes"] == 2
+
+    resp, body = client.invoke_json("prov-c-fail", {"x": 1})
+    assert failed(resp, body) == "InvalidEvent" and body["errorMessage"] == "refused an event of %d bytes" % len(json.dumps({"x": 1}))
+
+    resp, body = client.invoke_json("prov-c-crash", {})
+    assert failed(resp, body) == "Runtime.ExitError"
+    assert "aborted" in body["errorMessage"].lower()
+
+    resp, body = client.invoke_json("prov-c-nope", {})
+    assert failed(resp, body) == "Runtime.HandlerNotFound"
+    assert "use stats, fail or crash" in body["errorMessage"]
