@@ -8,6 +8,8 @@ Measures, in one run on one machine so that ratios hold on a noisy host:
                  breakdown, interleaved with the peers: what users would script
                  instead (a fresh nsjail + python3 per request, a bare python3)
   prewarmed      a first Invoke that finds a stem cell (bench/stemcells.py)
+  runtimes       cold, prewarmed and warm Invoke of Python, Node.js, Java and a
+                 custom runtime side by side (bench/runtimes.py)
   creation       environments started and ready per second (bench/churn.py)
   memory         memory per idle warm environment (bench/memory.py)
   burst          100 concurrent first Invokes of a cold function (bench/churn.py)
@@ -53,6 +55,7 @@ import workloads  # noqa: E402
 import churn  # noqa: E402
 import memory  # noqa: E402
 import observability  # noqa: E402
+import runtimes  # noqa: E402
 import stemcells  # noqa: E402
 from host import progress  # noqa: E402
 from report import Section  # noqa: E402
@@ -215,6 +218,7 @@ SECTIONS = [
     ("warm", section_warm),
     ("cold", section_cold),
     ("prewarmed", stemcells.section_prewarmed),        # reads the cold section's figure
+    ("runtimes", runtimes.section_runtimes),
     ("creation", churn.section_creation),
     ("memory", memory.section_memory),
     ("burst", churn.section_burst),

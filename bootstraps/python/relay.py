@@ -173,7 +173,8 @@ class Relay:
         request_id, deadline, arn, cc, payload = self.queued.split(b"\n", 4)
         self.queued = None
         rid = request_id.decode()
-        trace = f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Parent={os.urandom(8).hex()};Sampled=0"
+        rnd = os.urandom(20).hex()
+        trace = f"Root=1-{int(time.time()):08x}-{rnd[:24]};Parent={rnd[24:]};Sampled=0"
         headers = [("Lambda-Runtime-Aws-Request-Id", rid), ("Lambda-Runtime-Deadline-Ms", deadline.decode()),
                    ("Lambda-Runtime-Invoked-Function-Arn", arn.decode()), ("Lambda-Runtime-Trace-Id", trace),
                    ("Content-Type", "application/json")]
@@ -195,10 +196,15 @@ class Relay:
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         sock = self.conns[conn][0]
         try:
-            # Blocking write: a runtime that stops reading stalls only its own sandbox.
-            sock.setblocking(True)
-            sock.sendall(data)
-            sock.setblocking(False)
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                # Blocking write: a runtime that stops reading stalls only its own sandbox.
+                sock.setblocking(True)
+                sock.sendall(data[sent:])
+                sock.setblocking(False)
         except OSError:
             close = True
         if close:
