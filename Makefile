@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= $(CURDIR)/.data
 
-.PHONY: setup setup-test run test bench clean
+.PHONY: setup setup-test run test bench native clean
 
 $(BIN)/python:
 	./scripts/setup-host.sh
@@ -14,7 +14,9 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/pip install -q .
 
+# tests/conformance: aws-lambda-ric (npm) builds its native client with cmake, make and g++.
 setup-test: $(BIN)/python
+	./scripts/setup-host.sh cmake make g++
 	$(BIN)/pip install -q ".[test]"
 
 # Starts an agent on the embedded store in $(DATA), deploys examples/ and invokes them.
@@ -27,5 +29,11 @@ test: setup-test
 bench: setup-test
 	$(BIN)/python bench/run.py
 
+# native/: libimgresize.so, its C++ unit tests (run) and the cffi facade, into
+# native/build/. Not needed by run or test: the example's build step (fnctl
+# package) and native/tests build what they use.
+native: setup
+	$(BIN)/python native/build.py --test
+
 clean:
-	rm -rf $(VENV) build *.egg-info .data
+	rm -rf $(VENV) build *.egg-info .data native/build examples/*/.build tests/conformance/.build

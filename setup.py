@@ -1,11 +1,15 @@
 """Build hooks: generate the gRPC code from proto/ and ship the bootstraps.
 
 Both steps run on every build into the build directory, so an install never
-depends on files left over from an earlier build.
+depends on files left over from an earlier build. The Java bootstrap ships
+compiled (bootstrap.jar, by bootstraps/java/build.py) or not at all: on a
+host without a JDK 17+ the install still works and offers no Java runtime.
 """
 
+import importlib.util
 import pathlib
 import shutil
+import sys
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -40,6 +44,17 @@ class BuildWithProtos(build_py):
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(ROOT / "bootstraps", dest,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "target", "node_modules"))
+        self._build_java(dest / "java")
+
+    def _build_java(self, java: pathlib.Path) -> None:
+        spec = importlib.util.spec_from_file_location("java_build", ROOT / "bootstraps" / "java" / "build.py")
+        build = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(build)
+        shutil.rmtree(java / "src")
+        (java / "build.py").unlink()
+        why = build.build(java / build.JAR)
+        if why:
+            print(f"warning: no Java runtime: {why}", file=sys.stderr)
 
 
 setup(cmdclass={"build_py": BuildWithProtos})

@@ -10,6 +10,8 @@ Measures, in one run on one machine so that ratios hold on a noisy host:
   prewarmed      a first Invoke that finds a stem cell (bench/stemcells.py)
   runtimes       cold, prewarmed and warm Invoke of Python, Node.js, Java and a
                  custom runtime side by side (bench/runtimes.py)
+  native         cffi call overhead, a 52 MB library: cold, preloaded, PSS per
+                 extra environment (bench/native.py)
   creation       environments started and ready per second (bench/churn.py)
   memory         memory per idle warm environment (bench/memory.py)
   burst          100 concurrent first Invokes of a cold function (bench/churn.py)
@@ -55,6 +57,7 @@ import workloads  # noqa: E402
 import churn  # noqa: E402
 import memory  # noqa: E402
 import observability  # noqa: E402
+import native  # noqa: E402
 import runtimes  # noqa: E402
 import stemcells  # noqa: E402
 from host import progress  # noqa: E402
@@ -219,6 +222,7 @@ SECTIONS = [
     ("cold", section_cold),
     ("prewarmed", stemcells.section_prewarmed),        # reads the cold section's figure
     ("runtimes", runtimes.section_runtimes),
+    ("native", native.section_native),
     ("creation", churn.section_creation),
     ("memory", memory.section_memory),
     ("burst", churn.section_burst),

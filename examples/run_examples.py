@@ -3,7 +3,10 @@
 Each folder under examples/ with a function.json is deployed with fnctl (its
 runtime, handler, memory, timeout, env) and invoked twice with its "event":
 the first call starts a sandbox (cold), the second reuses it (warm). A
-"build" command (argv list), if given, runs in the folder first.
+"build" command (argv list), if given, runs in the folder first, with this
+venv's bin/ first on PATH (so it may call fnctl); "code" then names what to
+deploy (a directory or zip, relative to the folder; default the folder). With
+"expect", each of its keys must have that value in both results.
 """
 
 from __future__ import annotations
@@ -61,13 +64,14 @@ def main() -> int:
             meta = json.loads((folder / "function.json").read_text())
             name = folder.name
             if meta.get("build"):
-                built = subprocess.run(meta["build"], cwd=folder, capture_output=True, text=True)
+                env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+                built = subprocess.run(meta["build"], cwd=folder, capture_output=True, text=True, env=env)
                 if built.returncode != 0:
                     failures += 1
                     print(f"== {name}: build {' '.join(meta['build'])} failed:\n{built.stderr.strip()}\n")
                     continue
             deploy = ["deploy", name, "--runtime", meta["runtime"], "--handler", meta["handler"],
-                      "--code", str(folder), "--memory", str(meta.get("memory", 128)),
+                      "--code", str(folder / meta.get("code", ".")), "--memory", str(meta.get("memory", 128)),
                       "--timeout", str(meta.get("timeout", 3))]
             for key, value in meta.get("env", {}).items():
                 deploy += ["--env", f"{key}={value}"]
@@ -86,6 +90,11 @@ def main() -> int:
                       f"-> {json.dumps(out['payload'])}")
                 if out["function_error"]:
                     failures += 1
+                wrong = {k: v for k, v in meta.get("expect", {}).items()
+                         if not isinstance(out["payload"], dict) or out["payload"].get(k) != v}
+                if wrong and not out["function_error"]:
+                    failures += 1
+                    print(f"   {attempt}: expected {json.dumps(wrong)}")
             print()
     finally:
         agent.send_signal(signal.SIGTERM)

@@ -49,6 +49,8 @@ class AgentSettings:
     # (interface, subnet, gateway) of the sandbox network for functions with
     # outbound access; None: every environment is loopback-only.
     outbound: tuple[str, str, str] | None = None
+    # Function code plus all its layers, unpacked, at most (AWS: 250 MB).
+    max_unpacked_mb: int = 250
 
 
 class Agent:
@@ -97,7 +99,8 @@ class Agent:
         runtimes = prepare(discover(), data / "run")
         compilers = tuple(rt.executable for rt in runtimes.values() if rt.family == "python")
         return cls(settings, runtimes, host, Store(data / "registry.db"),
-                   CodeStore(data / "code", compilers=compilers), LogStore(data / "logs", settings.log_cap_bytes))
+                   CodeStore(data / "code", max_unpacked=settings.max_unpacked_mb * 1024 * 1024,
+                             compilers=compilers), LogStore(data / "logs", settings.log_cap_bytes))
 
     def start(self) -> None:
         """Starts background work; needs the running event loop."""

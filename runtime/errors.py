@@ -8,10 +8,12 @@ one table (``runtime.api.status``); nothing else decides status codes.
     AgentError                          code                       gRPC status
     ├── InvalidParameterValue           InvalidParameterValueException   INVALID_ARGUMENT
     │   ├── InvalidZipFile              InvalidZipFileException          INVALID_ARGUMENT
+    │   │   └── UnpackedTooLarge        InvalidZipFileException          INVALID_ARGUMENT
     │   ├── InvalidRequestContent       InvalidRequestContentException   INVALID_ARGUMENT
     │   └── RuntimeNotAvailable         InvalidRuntimeException          INVALID_ARGUMENT
     ├── ResourceNotFound                ResourceNotFoundException        NOT_FOUND
     ├── ResourceConflict                ResourceConflictException        ALREADY_EXISTS
+    │   └── ResourceInUse               ResourceInUseException           FAILED_PRECONDITION
     ├── RequestTooLarge                 RequestTooLargeException         RESOURCE_EXHAUSTED
     ├── CodeStorageExceeded             CodeStorageExceededException     RESOURCE_EXHAUSTED
     ├── TooManyRequests                 TooManyRequestsException         RESOURCE_EXHAUSTED
@@ -60,6 +62,16 @@ class InvalidZipFile(InvalidParameterValue):
         super().__init__("code", message)
 
 
+class UnpackedTooLarge(InvalidZipFile):
+    """A zip that unpacks to more than allowed; carries both sizes."""
+
+    def __init__(self, unpacked_size: int, limit: int):
+        super().__init__(f"code unpacks to more than {limit} bytes ({unpacked_size} bytes): at most "
+                         f"{limit // (1024 * 1024)} MB unpacked is allowed")
+        self.unpacked_size = unpacked_size
+        self.limit = limit
+
+
 class InvalidRequestContent(InvalidParameterValue):
     code = "InvalidRequestContentException"
 
@@ -74,6 +86,12 @@ class ResourceNotFound(AgentError):
 
 class ResourceConflict(AgentError):
     code = "ResourceConflictException"
+
+
+class ResourceInUse(ResourceConflict):
+    """The resource is still referred to (a layer version used by functions)."""
+
+    code = "ResourceInUseException"
 
 
 class RequestTooLarge(AgentError):
@@ -120,6 +138,7 @@ class FunctionErrorType:
     INVALID_RESPONSE = "Runtime.InvalidResponse"
     IMPORT_MODULE = "Runtime.ImportModuleError"
     HANDLER_NOT_FOUND = "Runtime.HandlerNotFound"
+    PRELOAD = "Runtime.PreloadError"  # a preload_libraries entry did not load
     MARSHAL = "Runtime.MarshalError"
     UNKNOWN = "Runtime.Unknown"
 

@@ -202,6 +202,26 @@ def _await_specialisation(fd):
     return began
 
 
+def _use_layers(env):
+    """Layers at /opt: their Python packages go on sys.path right after
+    /var/task, as on AWS. ``_RUNTIME_PRELOAD`` (colon-separated paths) names
+    shared libraries to dlopen now, during init, so that no invocation pays
+    for loading them; ctypes is imported only when there are any."""
+    if os.path.isdir("/opt/python"):
+        v = sys.version_info
+        sys.path[1:1] = [f"/opt/python/lib/python{v[0]}.{v[1]}/site-packages", "/opt/python"]
+    preload = env.pop("_RUNTIME_PRELOAD", "")
+    if preload:
+        import ctypes
+
+        for path in preload.split(":"):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError as exc:
+                raise _InitError(f"Unable to preload library '{path}': {exc}", "Runtime.PreloadError",
+                                 exc) from exc
+
+
 def main():
     fd = int(os.environ.pop("_RUNTIME_CONTROL_FD"))
     start_ns = _START_NS
@@ -220,6 +240,7 @@ def main():
     out.reconfigure(line_buffering=True)
     err.reconfigure(line_buffering=True)
     try:
+        _use_layers(env)
         handler = _load_handler(env["_HANDLER"])
     except _InitError as exc:
         doc = _error_doc(exc.cause or exc, exc.error_type)

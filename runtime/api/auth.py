@@ -24,6 +24,7 @@ Scopes per method (documented in README.md):
                                                           configurations carry environment
                                                           variables, which often hold secrets)
     /runtime.v1.Usage/*                         admin    (every function's consumption)
+    /runtime.v1.Layers/*                        admin    (publishing and deleting shared code)
     /grpc.health.v1.Health/*                    none     (load balancers and probes)
     /grpc.reflection.v1(alpha).ServerReflection none     (the API's shape is public)
     anything else                               admin    (fail closed for methods added later)
@@ -57,6 +58,7 @@ _PREFIXES = (
     ("/runtime.v1.Logs/", INVOKE),
     ("/runtime.v1.Functions/", ADMIN),
     ("/runtime.v1.Usage/", ADMIN),
+    ("/runtime.v1.Layers/", ADMIN),
     ("/grpc.health.v1.Health/", NONE),
     ("/grpc.reflection.v1alpha.ServerReflection/", NONE),
     ("/grpc.reflection.v1.ServerReflection/", NONE),

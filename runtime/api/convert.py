@@ -6,8 +6,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from runtime.core.function import NETWORK_NONE, NETWORK_OUTBOUND, FunctionConfig, FunctionSpec
 from runtime.core.invoker import InvokeResult
+from runtime.core.layers import LayerVersion
 from runtime.core.logs import LogLine
-from runtime.v1 import function_pb2, invoker_pb2, logs_pb2
+from runtime.v1 import function_pb2, invoker_pb2, layers_pb2, logs_pb2
 
 START_KINDS = {"warm": invoker_pb2.WARM, "prewarmed": invoker_pb2.PREWARMED, "cold": invoker_pb2.COLD}
 NETWORKS_TO_PB = {NETWORK_NONE: function_pb2.NETWORK_NONE, NETWORK_OUTBOUND: function_pb2.NETWORK_OUTBOUND}
@@ -27,7 +28,8 @@ def spec_from_pb(msg: function_pb2.FunctionSpec) -> FunctionSpec:
         timeout_seconds=msg.timeout_seconds, environment=dict(msg.environment),
         description=msg.description, ephemeral_storage_mb=msg.ephemeral_storage_mb,
         reserved_concurrency=msg.reserved_concurrency, provisioned_concurrency=msg.provisioned_concurrency,
-        fresh_environment_per_call=msg.fresh_environment_per_call, network=NETWORKS_FROM_PB[msg.network])
+        fresh_environment_per_call=msg.fresh_environment_per_call, network=NETWORKS_FROM_PB[msg.network],
+        layers=tuple(msg.layers), preload_libraries=tuple(msg.preload_libraries))
 
 
 def spec_to_pb(spec: FunctionSpec) -> function_pb2.FunctionSpec:
@@ -36,7 +38,8 @@ def spec_to_pb(spec: FunctionSpec) -> function_pb2.FunctionSpec:
         timeout_seconds=spec.timeout_seconds, environment=dict(spec.environment),
         description=spec.description, ephemeral_storage_mb=spec.ephemeral_storage_mb,
         reserved_concurrency=spec.reserved_concurrency, provisioned_concurrency=spec.provisioned_concurrency,
-        fresh_environment_per_call=spec.fresh_environment_per_call, network=NETWORKS_TO_PB[spec.network])
+        fresh_environment_per_call=spec.fresh_environment_per_call, network=NETWORKS_TO_PB[spec.network],
+        layers=spec.layers, preload_libraries=spec.preload_libraries)
 
 
 def config_to_pb(cfg: FunctionConfig) -> function_pb2.FunctionConfiguration:
@@ -59,7 +62,18 @@ def config_changes(msg) -> dict:
         changes["network"] = NETWORKS_FROM_PB[msg.network]
     if msg.HasField("environment"):
         changes["environment"] = dict(msg.environment.variables)
+    if msg.HasField("layers"):
+        changes["layers"] = tuple(msg.layers.refs)
+    if msg.HasField("preload_libraries"):
+        changes["preload_libraries"] = tuple(msg.preload_libraries.paths)
     return changes
+
+
+def layer_to_pb(lv: LayerVersion, used_by: list[str]) -> layers_pb2.LayerVersion:
+    return layers_pb2.LayerVersion(
+        name=lv.name, version=lv.version, description=lv.description, content_sha256=lv.sha256,
+        content_size=lv.size, content_unpacked_size=lv.unpacked_size, layer_version_arn=lv.arn,
+        created=timestamp(lv.created), used_by=used_by)
 
 
 def result_to_pb(r: InvokeResult) -> invoker_pb2.InvokeResponse:

@@ -9,9 +9,9 @@ from grpc_reflection.v1alpha import reflection
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 
-from runtime.api.servicers import FunctionsServicer, InvokerServicer, LogsServicer, UsageServicer
+from runtime.api.servicers import FunctionsServicer, InvokerServicer, LayersServicer, LogsServicer, UsageServicer
 from runtime.api.status import Malformed
-from runtime.v1 import functions_pb2, invoker_pb2, logs_pb2, usage_pb2
+from runtime.v1 import functions_pb2, invoker_pb2, layers_pb2, logs_pb2, usage_pb2
 
 # A 6 MB payload plus framing must fit; anything larger is refused by gRPC
 # itself before it is buffered, the core refuses 6-16 MB with a clear error.
@@ -22,6 +22,7 @@ SERVICE_NAMES = (
     invoker_pb2.DESCRIPTOR.services_by_name["Invoker"].full_name,
     logs_pb2.DESCRIPTOR.services_by_name["Logs"].full_name,
     usage_pb2.DESCRIPTOR.services_by_name["Usage"].full_name,
+    layers_pb2.DESCRIPTOR.services_by_name["Layers"].full_name,
 )
 
 
@@ -41,7 +42,8 @@ def create_server(agent, address: str, *, credentials: grpc.ServerCredentials | 
     for module, servicer in ((functions_pb2, FunctionsServicer(agent.registry, agent.code)),
                              (invoker_pb2, InvokerServicer(agent.invoker)),
                              (logs_pb2, LogsServicer(agent.registry, agent.logs)),
-                             (usage_pb2, UsageServicer(agent.usage))):
+                             (usage_pb2, UsageServicer(agent.usage)),
+                             (layers_pb2, LayersServicer(agent.registry, agent.code))):
         (service,) = module.DESCRIPTOR.services_by_name.values()
         server.add_generic_rpc_handlers((_service_handler(service, servicer),))
     health_servicer = health.aio.HealthServicer()

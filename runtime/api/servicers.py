@@ -17,8 +17,8 @@ from runtime.core.logs import LogStore
 from runtime.core.registry import FunctionRegistry
 from runtime.errors import InvalidParameterValue, RequestTooLarge
 from runtime.core.usage import UsageLedger
-from runtime.v1 import (functions_pb2, functions_pb2_grpc, invoker_pb2, invoker_pb2_grpc, logs_pb2_grpc,
-                        usage_pb2, usage_pb2_grpc)
+from runtime.v1 import (functions_pb2, functions_pb2_grpc, invoker_pb2, invoker_pb2_grpc, layers_pb2,
+                        layers_pb2_grpc, logs_pb2_grpc, usage_pb2, usage_pb2_grpc)
 
 
 async def _read_code(first_field: str, request_iterator, max_bytes: int):
@@ -62,7 +62,7 @@ class FunctionsServicer(functions_pb2_grpc.FunctionsServicer):
 
     @guard
     async def UpdateFunctionConfiguration(self, request, context):
-        cfg = self.registry.update_configuration(request.name, convert.config_changes(request))
+        cfg = await self.registry.update_configuration(request.name, convert.config_changes(request))
         return convert.config_to_pb(cfg)
 
     @guard
@@ -85,6 +85,34 @@ class FunctionsServicer(functions_pb2_grpc.FunctionsServicer):
         return functions_pb2.ListRuntimesResponse(runtimes=[
             functions_pb2.RuntimeInfo(name=r.name, executable=r.executable, version=r.version)
             for r in sorted(self.registry.runtimes.values(), key=lambda r: r.name)])
+
+
+class LayersServicer(layers_pb2_grpc.LayersServicer):
+    def __init__(self, registry: FunctionRegistry, code: CodeStore):
+        self.registry = registry
+        self.code = code
+
+    def _pb(self, lv):
+        return convert.layer_to_pb(lv, self.registry.layer_users(lv.ref))
+
+    @guard
+    async def PublishLayerVersion(self, request_iterator, context):
+        spec, data = await _read_code("layer", request_iterator, self.code.max_zip)
+        return self._pb(await self.registry.layers.publish(spec.name, spec.description, data))
+
+    @guard
+    async def GetLayerVersion(self, request, context):
+        return self._pb(self.registry.layers.get(request.name, request.version))
+
+    @guard
+    async def ListLayerVersions(self, request, context):
+        return layers_pb2.ListLayerVersionsResponse(
+            versions=[self._pb(lv) for lv in self.registry.layers.list(request.name)])
+
+    @guard
+    async def DeleteLayerVersion(self, request, context):
+        self.registry.delete_layer(request.name, request.version)
+        return layers_pb2.DeleteLayerVersionResponse()
 
 
 class InvokerServicer(invoker_pb2_grpc.InvokerServicer):

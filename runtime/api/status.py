@@ -24,6 +24,7 @@ ERROR_TYPE_KEY = "x-runtime-error-type"
 STATUS_TABLE: tuple[tuple[type[errors.AgentError], grpc.StatusCode], ...] = (
     (errors.InvalidParameterValue, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ResourceNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.ResourceInUse, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ResourceConflict, grpc.StatusCode.ALREADY_EXISTS),
     (errors.RequestTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.CodeStorageExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),

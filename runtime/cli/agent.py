@@ -36,6 +36,13 @@ def _is_local(address: str) -> bool:
         return False
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
 def _unix_path(address: str) -> Path:
     rest = address[len("unix:"):]
     return Path("/" + rest.lstrip("/")) if rest.startswith("//") else Path(rest)
@@ -65,7 +72,7 @@ async def _serve(args: argparse.Namespace) -> int:
                                 keep_alive_policy=args.keep_alive_policy,
                                 keep_alive_bin_s=args.keep_alive_bin, stem_cells=args.stem_cells),
         metrics_listen=args.metrics_listen, billing_granularity_ms=args.billing_granularity_ms,
-        otlp_endpoint=args.otlp_endpoint,
+        otlp_endpoint=args.otlp_endpoint, max_unpacked_mb=args.max_unpacked_mb,
         outbound=(args.outbound_iface, args.outbound_subnet, args.outbound_gateway) if args.outbound_iface else None,
         rootless=True if args.rootless else None)
     try:
@@ -266,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--otlp-endpoint", default="", metavar="HOST:PORT",
                        help="export a span per invocation, with per-phase children, to this OTLP/gRPC "
                             "collector (default: off)")
+    serve.add_argument("--max-unpacked-mb", type=_positive_int, default=250, metavar="MB",
+                       help="a function's code plus all its layers, unpacked, at most (default 250, "
+                            "as AWS Lambda); also the limit of one zip")
     serve.add_argument("--no-platform-logs", action="store_true",
                        help="do not write START/END/REPORT lines to function logs")
     serve.add_argument("--tls-cert", metavar="PATH",

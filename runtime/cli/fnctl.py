@@ -157,6 +157,7 @@ def _config_dict(cfg) -> dict:
         "fresh_environment_per_call": s.fresh_environment_per_call,
         "network": function_pb2.NetworkAccess.Name(s.network)[len("NETWORK_"):].lower(),
         "environment": dict(sorted(s.environment.items())), "description": s.description,
+        "layers": list(s.layers), "preload_libraries": list(s.preload_libraries),
         "code_sha256": cfg.code_sha256, "code_size": cfg.code_size,
         "code_unpacked_size": cfg.code_unpacked_size, "version": cfg.version,
         "function_arn": cfg.function_arn, "revision": cfg.revision,
@@ -175,6 +176,7 @@ def _config_text(c: dict) -> str:
         ("fresh per call", "yes" if c["fresh_environment_per_call"] else "no"),
         ("network", c["network"]),
         ("environment", env or "-"), ("description", c["description"] or "-"),
+        ("layers", ", ".join(c["layers"]) or "-"), ("preload", ", ".join(c["preload_libraries"]) or "-"),
         ("code sha256", c["code_sha256"]),
         ("code size", f"{c['code_size']} bytes ({c['code_unpacked_size']} unpacked)"),
         ("version", c["version"]), ("arn", c["function_arn"]), ("revision", c["revision"]),
@@ -200,8 +202,9 @@ class _Client:
     """The service stubs plus what every call carries: deadline and token."""
 
     def __init__(self, channel: grpc.Channel, args: argparse.Namespace):
-        from runtime.v1 import functions_pb2_grpc, invoker_pb2_grpc, logs_pb2_grpc, usage_pb2_grpc
+        from runtime.v1 import functions_pb2_grpc, invoker_pb2_grpc, layers_pb2_grpc, logs_pb2_grpc, usage_pb2_grpc
         self.functions = functions_pb2_grpc.FunctionsStub(channel)
+        self.layers = layers_pb2_grpc.LayersStub(channel)
         self.invoker = invoker_pb2_grpc.InvokerStub(channel)
         self.logs = logs_pb2_grpc.LogsStub(channel)
         self.usage = usage_pb2_grpc.UsageStub(channel)
@@ -233,7 +236,8 @@ def cmd_deploy(args, client: _Client) -> int:
             reserved_concurrency=args.reserved_concurrency or 0,
             provisioned_concurrency=args.provisioned_concurrency or 0,
             fresh_environment_per_call=bool(args.fresh_per_call),
-            network=function_pb2.NetworkAccess.Value(f"NETWORK_{(args.network or 'none').upper()}"))
+            network=function_pb2.NetworkAccess.Value(f"NETWORK_{(args.network or 'none').upper()}"),
+            layers=args.layer or [], preload_libraries=args.preload or [])
         stream = [pb.CreateFunctionRequest(spec=spec)]
         stream += (pb.CreateFunctionRequest(code=c) for c in chunks)
         cfg = client.functions.CreateFunction(iter(stream), **client.opts())
@@ -256,6 +260,10 @@ def cmd_deploy(args, client: _Client) -> int:
                 setattr(req, field, value)
         if env is not None:  # replaces all variables; a bare --env clears them
             req.environment.CopyFrom(pb.Environment(variables=env))
+        if args.layer is not None:  # replaces all layers, in the order given; a bare --layer removes them
+            req.layers.CopyFrom(pb.LayerRefs(refs=args.layer))
+        if args.preload is not None:
+            req.preload_libraries.CopyFrom(pb.LibraryPaths(paths=args.preload))
         cfg = client.functions.UpdateFunctionConfiguration(req, **client.opts())
     c = _config_dict(cfg)
     _output(args, c, _config_text(c))
@@ -432,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environments kept initialised at all times")
     p.add_argument("--fresh-per-call", type=lambda v: v.lower() in ("1", "true", "yes", "on"), metavar="BOOL",
                    help="true: a new environment for every invocation (no state carried between calls)")
+    p.add_argument("--layer", nargs="*", action="extend", metavar="NAME:VERSION",
+                   help="a layer version mounted at /opt, repeatable, lowest first (later ones override "
+                        "earlier files); replaces all layers (a bare --layer removes them)")
+    p.add_argument("--preload", nargs="*", action="extend", metavar="PATH",
+                   help="a shared library under /var/task or /opt to load during init, repeatable "
+                        "(python runtimes); replaces the list (a bare --preload clears it)")
 
     p = command("invoke", cmd_invoke, "invoke a function and print its result")
     p.add_argument("--payload", default="{}", metavar="JSON|@FILE|-",
@@ -455,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
                 takes_name=False)
     p.add_argument("name", nargs="?", help="one function (default: all)")
     p.add_argument("--since", metavar="WHEN", help="10m, 2h, 1d ago, or an ISO-8601 time (UTC)")
+    from runtime.cli import package  # here, not at the top: it imports build_zip from this module
+    package.register(command)
+    from runtime.cli import layers  # here, not at the top: it imports helpers from this module
+    layers.register(sub, common)
     return parser
 
 

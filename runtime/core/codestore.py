@@ -7,7 +7,8 @@ every sandbox of every function with that zip through read-only bind mounts
 byte is written: no absolute paths, no ``..``, no symlink that leaves the
 code, no device files, and the unpacked size under the limit. Unpacking goes
 to a temporary directory that is renamed into place, so a crash never leaves
-a half-written tree under a valid hash.
+a half-written tree under a valid hash. Layer versions' zips are stored
+here too (``runtime.core.layers`` keeps which hash is which version).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from runtime.errors import InvalidZipFile, RequestTooLarge, os_error
+from runtime.errors import InvalidZipFile, RequestTooLarge, UnpackedTooLarge, os_error
 
 MiB = 1024 * 1024
 DEFAULT_MAX_UNPACKED = 250 * MiB
@@ -69,10 +70,8 @@ def _check_entries(zf: zipfile.ZipFile, max_unpacked: int) -> int:
         elif kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise InvalidZipFile(f"entry {name!r} is a device, fifo or socket: only files, dirs and links allowed")
         total += info.file_size
-        if total > max_unpacked:
-            raise InvalidZipFile(
-                f"code unpacks to more than {max_unpacked} bytes: at most {max_unpacked // MiB} MB "
-                "unpacked is allowed")
+    if total > max_unpacked:  # summed from the central directory: nothing was inflated
+        raise UnpackedTooLarge(total, max_unpacked)
     return total
 
 
@@ -95,8 +94,11 @@ class CodeStore:
     def path(self, sha256: str) -> Path:
         return self.root / sha256
 
-    def put(self, data: bytes) -> CodeRef:
-        """Validates and stores a zip; storing the same zip twice is a no-op."""
+    def put(self, data: bytes, max_unpacked: int | None = None) -> CodeRef:
+        """Validates and stores a zip; storing the same zip twice is a no-op.
+        ``max_unpacked`` lowers the unpacked limit for this zip (the room the
+        function's layers leave); over it, ``UnpackedTooLarge`` is raised
+        before a byte is written."""
         if not data:
             raise InvalidZipFile("the zip is empty: upload a zip with the function's code")
         if len(data) > self.max_zip:
@@ -107,7 +109,8 @@ class CodeStore:
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as exc:
             raise InvalidZipFile(f"not a valid zip file ({exc})") from exc
         with zf:
-            total = _check_entries(zf, self.max_unpacked)
+            limit = self.max_unpacked if max_unpacked is None else min(max_unpacked, self.max_unpacked)
+            total = _check_entries(zf, limit)
             dest = self.path(sha)
             if not dest.exists():
                 self._unpack(zf, dest)

@@ -8,8 +8,9 @@ enters the agent; everything downstream trusts a ``FunctionSpec``.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import re
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from runtime.errors import InvalidParameterValue
 
@@ -20,6 +21,9 @@ PY_HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$
 # exports <export>; the file part may hold "/" and ".", never a ".." segment.
 NODE_HANDLER_RE = re.compile(r"^(?P<file>[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]*(?:/[A-Za-z0-9_.@+-]+)*)"
                              r"\.(?P<export>[A-Za-z_$][A-Za-z0-9_$]*)$")
+# Java handler "package.Class::method", or "package.Class" implementing
+# RequestHandler or RequestStreamHandler; "$" names a nested class.
+JAVA_HANDLER_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*)*(::[A-Za-z_$][A-Za-z0-9_$]*)?$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]+$")
 RESERVED_ENV_PREFIXES = ("AWS_", "LAMBDA_", "_")
 RESERVED_ENV_KEYS = frozenset({"TZ", "PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "LANG", "HOME"})
@@ -34,6 +38,16 @@ PROVISIONED_MAX = 1000
 LATEST = "$LATEST"
 NETWORK_NONE, NETWORK_OUTBOUND = "none", "outbound"
 ARN_PREFIX = "arn:runtime-agent:lambda:local:000000000000:function:"
+# Layers (runtime.core.layers): AWS's limits and name rules.
+MAX_LAYERS = 5
+LAYER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+LAYER_ARN_PREFIX = "arn:runtime-agent:lambda:local:000000000000:layer:"
+MiB = 1024 * 1024
+DEFAULT_MAX_PACKAGE = 250 * MiB  # code + every layer, unpacked (AWS's limit)
+# Shared libraries the bootstrap dlopens during init (runtimes that support it).
+MAX_PRELOAD = 16
+PRELOAD_ROOTS = ("/var/task/", "/opt/")
+PRELOAD_FAMILIES = ("python",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,16 +66,23 @@ class FunctionSpec:
     provisioned_concurrency: int = 0
     fresh_environment_per_call: bool = False
     network: str = NETWORK_NONE           # NETWORK_NONE | NETWORK_OUTBOUND
+    layers: tuple[str, ...] = ()          # "name:version", lowest first; mounted at /opt
+    preload_libraries: tuple[str, ...] = ()  # absolute paths dlopened during init
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["environment"] = dict(self.environment)
+        d["layers"], d["preload_libraries"] = list(self.layers), list(self.preload_libraries)
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "FunctionSpec":
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in fields})
+        kw = {k: v for k, v in d.items() if k in fields}
+        for key in ("layers", "preload_libraries"):
+            if key in kw:
+                kw[key] = tuple(kw[key])
+        return cls(**kw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,14 +153,94 @@ def validate_handler(runtime: str, handler: str) -> str:
                 "handler", f"{handler!r} is not a Node.js handler: use 'file.export' (e.g. index.handler, "
                 "src/app.handler), at most 128 characters: <file> a relative path without '..' "
                 "to /var/task/<file>.js, .mjs or .cjs, <export> the name of an exported function")
+    elif runtime.startswith("java"):
+        if not JAVA_HANDLER_RE.match(handler or "") or len(handler) > 128:
+            raise InvalidParameterValue(
+                "handler", f"{handler!r} is not a Java handler: use 'package.Class::method' (e.g. "
+                "example.Hello::handleRequest) or 'package.Class' for a class implementing RequestHandler "
+                "or RequestStreamHandler, at most 128 characters")
     elif not handler or len(handler) > 128 or any(c.isspace() for c in handler):
         raise InvalidParameterValue("handler", f"{handler!r} is invalid: 1-128 characters, no spaces")
     return handler
 
 
-def validate(spec: FunctionSpec, known_runtimes: Mapping[str, object], outbound: bool = False) -> FunctionSpec:
+def parse_layer_ref(ref: str) -> tuple[str, int]:
+    """``"name:version"`` (or the layer version's ARN) as (name, version)."""
+    text = ref[len(LAYER_ARN_PREFIX):] if ref.startswith(LAYER_ARN_PREFIX) else ref
+    name, sep, version = text.rpartition(":")
+    if (not sep or not LAYER_NAME_RE.fullmatch(name) or not version.isascii() or not version.isdigit()
+            or int(version) < 1):
+        raise InvalidParameterValue(
+            "layers", f"{ref!r} is not a layer version: use NAME:VERSION (e.g. numpy:3), NAME 1-64 "
+            "characters of [A-Za-z0-9_-], VERSION a number from 1, or the layer version's ARN")
+    return name, int(version)
+
+
+def validate_layers(refs: Sequence[str], published: Mapping[str, Sequence[int]]) -> tuple[str, ...]:
+    """Normalises each reference to "name:version" and checks that it is
+    published. ``published``: layer name -> its versions."""
+    if len(refs) > MAX_LAYERS:
+        raise InvalidParameterValue(
+            "layers", f"{len(refs)} layers given: a function may use at most {MAX_LAYERS}")
+    out, names = [], set()
+    for ref in refs:
+        name, version = parse_layer_ref(ref)
+        if name in names:
+            raise InvalidParameterValue(
+                "layers", f"layer {name!r} is listed twice: a function may use one version of each layer")
+        names.add(name)
+        versions = published.get(name, ())
+        if version not in versions:
+            have = (f"published versions of {name}: {', '.join(map(str, sorted(versions)))}" if versions
+                    else f"no layer named {name!r} is published (fnctl layer list)")
+            raise InvalidParameterValue("layers", f"layer version {name}:{version} does not exist: {have}")
+        out.append(f"{name}:{version}")
+    return tuple(out)
+
+
+def validate_preload(runtime: str, paths: Sequence[str], has_layers: bool) -> tuple[str, ...]:
+    """Absolute, normalised paths under /var/task or /opt (only with layers)."""
+    if not paths:
+        return ()
+    if not runtime.startswith(PRELOAD_FAMILIES):
+        raise InvalidParameterValue(
+            "preload_libraries", f"not supported by runtime {runtime!r}: only python3.x runtimes preload "
+            "libraries; leave preload_libraries empty")
+    if len(paths) > MAX_PRELOAD:
+        raise InvalidParameterValue(
+            "preload_libraries", f"{len(paths)} libraries given: at most {MAX_PRELOAD} are allowed")
+    for path in paths:
+        if (not path.startswith(PRELOAD_ROOTS) or posixpath.normpath(path) != path or len(path) > 1024
+                or any(c in path for c in ":\0\n")):
+            raise InvalidParameterValue(
+                "preload_libraries", f"{path!r} is not allowed: use an absolute, normalised path (no '..', "
+                "'.', '//' or ':') of a file under /var/task/ or /opt/, at most 1024 characters")
+        if path.startswith("/opt/") and not has_layers:
+            raise InvalidParameterValue(
+                "preload_libraries", f"{path!r} is under /opt, but the function has no layers: /opt holds "
+                "only the function's layers")
+    return tuple(paths)
+
+
+def validate_package_size(code_unpacked: int, layers: Sequence[tuple[str, int]], limit: int) -> None:
+    """Code and every layer, unpacked, must fit ``limit`` bytes together.
+    ``layers``: ("name:version", unpacked bytes) in the function's order."""
+    total = code_unpacked + sum(size for _, size in layers)
+    if total <= limit:
+        return
+    parts = ", ".join(f"{ref} {size} bytes" for ref, size in layers)
+    mb = f" ({limit // MiB} MB)" if limit % MiB == 0 else ""
+    raise InvalidParameterValue(
+        "layers" if layers else "code",
+        f"function code ({code_unpacked} bytes) and layers ({parts or 'none'}) unpack to {total} bytes "
+        f"together: at most {limit} bytes{mb} are allowed")
+
+
+def validate(spec: FunctionSpec, known_runtimes: Mapping[str, object], outbound: bool = False,
+             published_layers: Mapping[str, Sequence[int]] | None = None) -> FunctionSpec:
     """Checks every field and fills in defaults; raises InvalidParameterValue.
-    ``outbound``: whether this agent can give environments outbound network."""
+    ``outbound``: whether this agent can give environments outbound network;
+    ``published_layers``: layer name -> published versions (None: none)."""
     validate_name(spec.name)
     if spec.network not in (NETWORK_NONE, NETWORK_OUTBOUND):
         raise InvalidParameterValue("network", f"{spec.network!r} is not a network mode: allowed none, outbound")
@@ -179,4 +280,6 @@ def validate(spec: FunctionSpec, known_runtimes: Mapping[str, object], outbound:
         ephemeral_storage_mb=_in_range("ephemeral_storage_mb", spec.ephemeral_storage_mb, TMP_MIN_MB,
                                        TMP_MAX_MB, TMP_DEFAULT_MB, "MB"),
         environment=validate_environment(spec.environment),
+        layers=validate_layers(spec.layers, published_layers or {}),
+        preload_libraries=validate_preload(spec.runtime, spec.preload_libraries, bool(spec.layers)),
     )

@@ -396,7 +396,8 @@ class Invoker:
             except SandboxError:
                 self.host.release_uid(uid)
                 raise
-        spec = self.host.spec_for(env_id, uid, cfg, rt, self.code.path(cfg.code_sha256), environ, (), outbound)
+        spec = self.host.spec_for(env_id, uid, cfg, rt, self.code.path(cfg.code_sha256), environ, (), outbound,
+                                  opt_dir=self.registry.layers.opt_dir(cfg.spec.layers))  # layers at /opt
         env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink, self._on_dead),
                           pool, cfg.name, cfg.spec.memory_mb)
         env.provisioned = provisioned
@@ -435,7 +436,9 @@ class Invoker:
     def _stem_eligible(self, cfg: FunctionConfig) -> bool:
         rt = self.runtimes[cfg.spec.runtime]
         return (self._stem_target > 0 and cfg.spec.ephemeral_storage_mb == STEM_TMP_MB
-                and rt.family in STEM_FAMILIES and bool(self._stems.get(rt.name)))
+                and rt.family in STEM_FAMILIES and bool(self._stems.get(rt.name))
+                # Layers are a bind mount at /opt, which a running stem cell cannot get.
+                and not cfg.spec.layers)
 
     async def _specialise(self, cfg: FunctionConfig, pool: _Pool):
         """Takes a stem cell of the function's runtime and hands it the function;
@@ -523,6 +526,8 @@ class Invoker:
         })
         if rt.family != "provided":  # AWS leaves it unset for custom runtimes
             env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{cfg.spec.runtime}"
+        if spec.preload_libraries:  # the bootstrap dlopens these during init
+            env["_RUNTIME_PRELOAD"] = ":".join(spec.preload_libraries)
         return env
 
     def _release(self, cfg: FunctionConfig, env: Environment) -> None:

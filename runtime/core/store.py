@@ -15,7 +15,8 @@ from typing import Iterator
 
 from runtime.core.function import FunctionConfig, FunctionSpec
 
-SCHEMA_VERSION = 1
+# 2: layer_versions, layer_counters (created on open; older files are upgraded).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -28,6 +29,20 @@ CREATE TABLE IF NOT EXISTS functions (
     created REAL NOT NULL,           -- Unix seconds
     last_modified REAL NOT NULL,
     revision INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS layer_versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,        -- 1, 2, ... per name, never reused
+    description TEXT NOT NULL,
+    sha256 TEXT NOT NULL,            -- of the zip: its unpacked tree in the code store
+    size INTEGER NOT NULL,
+    unpacked_size INTEGER NOT NULL,
+    created REAL NOT NULL,           -- Unix seconds
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS layer_counters (
+    name TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL    -- highest version ever published, deleted ones included
 );
 """
 
@@ -46,6 +61,8 @@ class Store:
         elif int(row[0]) > SCHEMA_VERSION:
             raise RuntimeError(
                 f"store {self.path} has schema version {row[0]}, newer than this agent's {SCHEMA_VERSION}")
+        elif int(row[0]) < SCHEMA_VERSION:  # the new tables were created above
+            self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()
@@ -81,3 +98,30 @@ class Store:
 
     def delete(self, name: str) -> bool:
         return self.db.execute("DELETE FROM functions WHERE name=?", (name,)).rowcount == 1
+
+    # -- layer versions (runtime.core.layers) --------------------------------------
+    def load_layer_versions(self) -> Iterator[tuple]:
+        """Rows (name, version, description, sha256, size, unpacked_size, created)."""
+        yield from self.db.execute(
+            "SELECT name, version, description, sha256, size, unpacked_size, created FROM layer_versions "
+            "ORDER BY name, version")
+
+    def layer_counters(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT name, last_version FROM layer_counters"))
+
+    def insert_layer_version(self, row: tuple) -> None:
+        """One transaction: the version row and the name's counter."""
+        name, version = row[0], row[1]
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("INSERT INTO layer_versions VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            self.db.execute("INSERT INTO layer_counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
+                            "last_version=max(last_version, excluded.last_version)", (name, version))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def delete_layer_version(self, name: str, version: int) -> bool:
+        return self.db.execute("DELETE FROM layer_versions WHERE name=? AND version=?",
+                               (name, version)).rowcount == 1

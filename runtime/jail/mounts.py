@@ -2,9 +2,11 @@
 
 nsjail starts from an empty tmpfs root; only what is listed here exists
 inside: the runtime's host directories and the function's code read-only,
-four device nodes, a private ``/tmp`` of bounded size, and a fresh ``/proc``
-of the sandbox's own pid namespace. No ``/sys``, no host ``/etc``, no host
-``/proc``.
+the function's layers read-only at ``/opt`` when it has any (one unpacked
+tree, or a merged tree of hardlinks: the same inodes, so the same page-cache
+pages, in every sandbox), four device nodes, a private ``/tmp`` of bounded
+size, and a fresh ``/proc`` of the sandbox's own pid namespace. No ``/sys``,
+no host ``/etc``, no host ``/proc``.
 """
 
 from __future__ import annotations

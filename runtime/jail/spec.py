@@ -78,3 +78,7 @@ class SandboxSpec:
     hostname: str = "sandbox"
     # File descriptors of the agent that the sandbox keeps (same numbers).
     pass_fds: Sequence[int] = ()
+    # The control socket goes in as the sandbox's stdin (fd 0) rather than as
+    # a passed fd (nsjail's once mode gives pid 1 its own stdin): for
+    # bootstraps that can name no other inherited fd (the JVM).
+    control_stdin: bool = False

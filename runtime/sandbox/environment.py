@@ -180,9 +180,10 @@ class Environment:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
             child_fd = child_sock.fileno()
+            on_stdin = self.spec.control_stdin
             spec = dataclasses.replace(
-                self.spec, pass_fds=(child_fd,),
-                environ={**self.spec.environ, CONTROL_FD_ENV: str(child_fd)})
+                self.spec, pass_fds=() if on_stdin else (child_fd,),
+                environ={**self.spec.environ, CONTROL_FD_ENV: "0" if on_stdin else str(child_fd)})
             self.spec = spec
             argv = compose.build(spec)
             if self.cgroup is not None:
@@ -190,8 +191,8 @@ class Environment:
             spawn_ns = time.time_ns()
             try:
                 self._proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, pass_fds=(child_fd,),
-                    env=dict(spec.environ), close_fds=True)
+                    argv, stdin=child_fd if on_stdin else subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+                    pass_fds=spec.pass_fds, env=dict(spec.environ), close_fds=True)
             except OSError as exc:
                 raise SandboxError(f"spawn of nsjail ({spec.nsjail}) failed: {exc}") from exc
             self._pidfd = os.pidfd_open(self._proc.pid)

@@ -132,6 +132,8 @@ class SandboxHost:
             (self.etc_dir / name).write_text(text)
             os.chmod(self.etc_dir / name, 0o444)
         os.chmod(self.etc_dir, 0o555)
+        for old in self.run_dir.glob("etc-" + "?" * 12):  # copies of an earlier /etc (_etc_for)
+            shutil.rmtree(old)
         if self.cgroup_root.version:
             self.cgroup_root.setup()
             swept = self.cgroup_root.sweep()
@@ -222,10 +224,14 @@ class SandboxHost:
                               UID_COUNT - len(self._free_uids))
 
     def spec_for(self, env_id: str, uid: int, fn: FunctionConfig, rt: Runtime, code_dir: Path,
-                 environ: dict[str, str], pass_fds: tuple[int, ...], outbound: Outbound | None = None
-                 ) -> SandboxSpec:
+                 environ: dict[str, str], pass_fds: tuple[int, ...], outbound: Outbound | None = None,
+                 opt_dir: Path | None = None) -> SandboxSpec:
+        """``opt_dir``: the function's layers, one unpacked tree or a merged
+        tree of hardlinks (runtime.core.layers), bound read-only at /opt."""
         spec = self._spec(env_id, uid, rt, fn.spec.memory_mb, fn.spec.ephemeral_storage_mb, environ,
                           code_dir, pass_fds)
+        if opt_dir is not None:
+            spec = dataclasses.replace(spec, mounts=(*spec.mounts, Mount(opt_dir, "/opt")))
         if outbound is None:
             return spec
         mounts = tuple(Mount(self.run_dir / "etc-net", "/etc") if m.dst == "/etc" else m for m in spec.mounts)
@@ -238,8 +244,11 @@ class SandboxHost:
 
     def _spec(self, env_id: str, uid: int, rt: Runtime, memory_mb: int, tmp_mb: int, environ: dict[str, str],
               code_dir: Path | None, pass_fds: tuple[int, ...]) -> SandboxSpec:
-        mounts = [Mount(Path(d), d) for d in rt.host_dirs]
-        mounts += [Mount(self.etc_dir, "/etc"), Mount(rt.bootstrap_dir, "/var/runtime")]
+        # Host directories under /etc (a JDK's configuration) go over the sandbox's own /etc.
+        etc = [d for d in rt.host_dirs if d.startswith("/etc/")]
+        mounts = [Mount(Path(d), d) for d in rt.host_dirs if d not in etc]
+        mounts += [Mount(self._etc_for(etc), "/etc"), Mount(rt.bootstrap_dir, "/var/runtime")]
+        mounts += [Mount(Path(d), d) for d in etc]
         mounts.append(Mount(code_dir if code_dir is not None else self.empty_dir, "/var/task"))
         return SandboxSpec(
             env_id=env_id, nsjail=self.nsjail, argv=rt.argv, environ=environ,
@@ -250,7 +259,27 @@ class SandboxHost:
             cpu_ms_per_sec=cgroups.cpu_ms_for_memory(memory_mb),
             init_cpu_ms_per_sec=min(max(1000, cgroups.cpu_ms_for_memory(memory_mb)), cgroups.HOST_CPU_MS),
             pids_max=PIDS_MAX, nofile_max=NOFILE_MAX,
-            cgroups=self.cgroup_root.plan(env_id), pass_fds=pass_fds)
+            cgroups=self.cgroup_root.plan(env_id), pass_fds=pass_fds, control_stdin=rt.control_stdin)
+
+    def _etc_for(self, subdirs: list[str]) -> Path:
+        """The sandbox /etc: the shared minimal one, or, for a runtime that
+        mounts host directories under /etc, a copy of it holding their mount
+        points (nsjail would otherwise create them in the shared one, and
+        every sandbox would see them)."""
+        if not subdirs:
+            return self.etc_dir
+        key = hashlib.sha256("\0".join(sorted(subdirs)).encode()).hexdigest()[:12]
+        etc = self.run_dir / f"etc-{key}"
+        if not etc.is_dir():
+            tmp = self.run_dir / f".etc-{key}.{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(self.etc_dir, tmp)
+            os.chmod(tmp, 0o755)
+            for d in subdirs:
+                (tmp / d[len("/etc/"):]).mkdir(parents=True, exist_ok=True)
+            os.chmod(tmp, 0o555)
+            os.rename(tmp, etc)
+        return etc
 
     def env_cgroup(self, env_id: str) -> cgroups.EnvCgroup | None:
         return cgroups.EnvCgroup(self.cgroup_root, env_id) if self.cgroup_root.version else None

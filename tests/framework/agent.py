@@ -24,7 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.v1 import (function_pb2, functions_pb2, functions_pb2_grpc, invoker_pb2, invoker_pb2_grpc,
-                        logs_pb2_grpc, usage_pb2_grpc)
+                        layers_pb2, layers_pb2_grpc, logs_pb2_grpc, usage_pb2_grpc)
 
 BIN = Path(sys.executable).parent
 CHUNK = 1024 * 1024
@@ -57,6 +57,7 @@ class Client:
         self.invoker = invoker_pb2_grpc.InvokerStub(self.channel)
         self.logs = logs_pb2_grpc.LogsStub(self.channel)
         self.usage = usage_pb2_grpc.UsageStub(self.channel)
+        self.layers = layers_pb2_grpc.LayersStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     def close(self) -> None:
@@ -73,6 +74,17 @@ class Client:
                 yield functions_pb2.CreateFunctionRequest(code=function_pb2.CodeChunk(data=data[i:i + CHUNK]))
 
         return self.functions.CreateFunction(stream(), timeout=120)
+
+    def publish_layer(self, name: str, content: dict[str, str | bytes] | bytes, description: str = "",
+                      modes: dict[str, int] | None = None) -> layers_pb2.LayerVersion:
+        data = content if isinstance(content, bytes) else make_zip(content, modes)
+
+        def stream():
+            yield layers_pb2.PublishLayerVersionRequest(layer=layers_pb2.LayerSpec(name=name, description=description))
+            for i in range(0, len(data), CHUNK):
+                yield layers_pb2.PublishLayerVersionRequest(code=function_pb2.CodeChunk(data=data[i:i + CHUNK]))
+
+        return self.layers.PublishLayerVersion(stream(), timeout=120)
 
     def update_code(self, name: str, code: dict[str, str | bytes] | bytes):
         data = code if isinstance(code, bytes) else make_zip(code)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DIRS = ["runtime", "bootstraps", "tests", "bench", "examples", "setup.py"]
+DIRS = ["runtime", "bootstraps", "tests", "bench", "examples", "native", "setup.py"]
 
 
 def test_pyflakes_clean():
