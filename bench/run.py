@@ -10,6 +10,8 @@ Measures, in one run on one machine so that ratios hold on a noisy host:
   prewarmed      a first Invoke that finds a stem cell (bench/stemcells.py)
   runtimes       cold, prewarmed and warm Invoke of Python, Node.js, Java and a
                  custom runtime side by side (bench/runtimes.py)
+  rie            AWS's Runtime Interface Emulator running the same custom
+                 runtime, warm Invoke next to the agent's (bench/rie.py)
   native         cffi call overhead, a 52 MB library: cold, preloaded, PSS per
                  extra environment (bench/native.py)
   creation       environments started and ready per second (bench/churn.py)
@@ -58,6 +60,7 @@ import churn  # noqa: E402
 import memory  # noqa: E402
 import observability  # noqa: E402
 import native  # noqa: E402
+import rie  # noqa: E402
 import runtimes  # noqa: E402
 import stemcells  # noqa: E402
 from host import progress  # noqa: E402
@@ -223,6 +226,7 @@ SECTIONS = [
     ("prewarmed", stemcells.section_prewarmed),        # reads the cold section's figure
     ("runtimes", runtimes.section_runtimes),
     ("native", native.section_native),
+    ("rie", rie.section_rie),
     ("creation", churn.section_creation),
     ("memory", memory.section_memory),
     ("burst", churn.section_burst),
