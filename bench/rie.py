@@ -3,7 +3,8 @@ stand-in for Lambda's invoke path that AWS ships for testing images.
 
 The RIE (Go, from the Go module proxy, built here with ``go install``) runs
 one custom runtime, the C example in examples/custom-runtime-c, with no
-sandbox, and takes Invokes over HTTP on loopback. The agent runs the same
+sandbox, and takes Invokes over HTTP on loopback. Its Go path is kept in
+the user's cache directory, never in the repository. The agent runs the same
 bootstrap as a ``provided`` function inside nsjail. Warm Invokes of both,
 and of a Python no-op on the agent, are timed in alternating blocks in one
 run, one call at a time on one kept-alive connection each.
@@ -31,7 +32,8 @@ from framework.agent import free_port
 
 RIE_MODULE = "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie"
 RIE_VERSION = "v0.0.0-20261030222936-bef5c4ba774d"
-GOPATH = workloads.ROOT / "bench" / "out" / "gopath"
+# Outside the repository: the module cache holds the emulator's own sources.
+GOPATH = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runtime-agent-bench" / "gopath"
 
 
 def build_rie() -> Path:
