@@ -90,15 +90,6 @@ def handler(event, context):
             "facade": (t5 - t4) / n}
 """
 
-BIG_BUILD = """\
-from cffi import FFI
-
-DECLS = "size_t bigpad_size(void);\\nuint64_t bigpad_checksum(size_t offset, size_t length, size_t step);\\n"
-ffibuilder = FFI()
-ffibuilder.cdef(DECLS)
-ffibuilder.set_source("_big", "#include <stddef.h>\\n#include <stdint.h>\\n" + DECLS, libraries=["big"])
-"""
-
 BIG_APP = """\
 import time
 
@@ -155,8 +146,9 @@ def build_big_zip(work: Path) -> tuple[bytes, int]:
     """The 52 MB-library function; returns the zip and the library's size in bytes."""
     src = work / "big"
     (src / "lib").mkdir(parents=True)
-    lib = _bigpad().build(src / "lib", name="big")
-    (src / "big_build.py").write_text(BIG_BUILD)
+    bigpad_mod = _bigpad()
+    lib = bigpad_mod.build(src / "lib", name="big")
+    (src / "big_build.py").write_text(bigpad_mod.CFFI_BUILD)
     (src / "app.py").write_text(BIG_APP)
     return package.package(src, work / "big.zip").zip_path.read_bytes(), lib.stat().st_size
 

@@ -97,6 +97,18 @@ bigpad_data_end:
 """
 
 
+# The cffi build script (``big_build.py`` in a function's source folder) of
+# the ``_big`` extension module, linked with a library built with name="big".
+CFFI_BUILD = """\
+from cffi import FFI
+
+DECLS = "size_t bigpad_size(void);\\nuint64_t bigpad_checksum(size_t offset, size_t length, size_t step);\\n"
+ffibuilder = FFI()
+ffibuilder.cdef(DECLS)
+ffibuilder.set_source("_big", "#include <stddef.h>\\n#include <stdint.h>\\n" + DECLS, libraries=["big"])
+"""
+
+
 def padding(size: int, seed: int) -> bytes:
     """``size`` pseudo-random bytes, none of them zero."""
     data = random.Random(seed).randbytes(size)

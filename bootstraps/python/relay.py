@@ -305,7 +305,7 @@ class Relay:
                 return
             self.respond(fd, 202, b'{"status":"OK"}')
             doc = body if body is not None else _error_body("Runtime.InitError", "init error body too large")
-            _b._send(self.fd, b"E", _init_error(doc, headers))
+            _b._send(self.fd, b"E", _error_document(doc, headers, "Runtime.Unknown"))
             return
         if not self.current or parts[1] != self.current:
             self.respond(fd, 400, _error_body("InvalidRequestID", "Invalid request ID"))
@@ -332,7 +332,7 @@ class Relay:
         elif trailer_type:  # a streamed response that failed part-way
             self.reply(b"F", handler_ns, _stream_error(trailer_type, trailers))
         else:
-            self.reply(b"F", handler_ns, _function_error(body, headers))
+            self.reply(b"F", handler_ns, _error_document(body, headers, "Function.Unknown"))
 
     # -- the bootstrap process ------------------------------------------
     def spawn(self):
@@ -382,28 +382,17 @@ class Relay:
                     self.on_readable(fd)
 
 
-def _init_error(body, headers):
-    """Frame E wants a JSON error document; a runtime may send anything."""
-    try:
-        doc = _b._loads(body)
-        if isinstance(doc, dict) and doc.get("errorType"):
-            return body
-    except (ValueError, StopIteration):
-        pass
-    error_type = headers.get("lambda-runtime-function-error-type") or "Runtime.Unknown"
-    return _error_body(error_type, body.decode("utf-8", "replace"))
-
-
-def _function_error(body, headers):
+def _error_document(body, headers, default_type):
     """The body is passed through unchanged, as AWS does; a body that is not
-    an error document gets the header's type so the caller still sees one."""
+    an error document gets the header's type (or ``default_type``) so the
+    caller still sees one."""
     try:
         doc = _b._loads(body)
         if isinstance(doc, dict) and doc.get("errorType"):
             return body
     except (ValueError, StopIteration):  # the C scanner's "no JSON value here"
         pass
-    error_type = headers.get("lambda-runtime-function-error-type") or "Function.Unknown"
+    error_type = headers.get("lambda-runtime-function-error-type") or default_type
     return _error_body(error_type, body.decode("utf-8", "replace"))
 
 

@@ -84,15 +84,6 @@ def handler(event, context):
     return {"ok": lib.crash_ok(41), "environment": ENVIRONMENT}
 """
 
-BIG_BUILD = """\
-from cffi import FFI
-
-DECLS = "size_t bigpad_size(void);\\nuint64_t bigpad_checksum(size_t offset, size_t length, size_t step);\\n"
-ffibuilder = FFI()
-ffibuilder.cdef(DECLS)
-ffibuilder.set_source("_big", "#include <stddef.h>\\n#include <stdint.h>\\n" + DECLS, libraries=["big"])
-"""
-
 BIG_APP = """\
 import time
 
@@ -220,7 +211,7 @@ def test_large_library_pages_are_shared_between_environments(agent, client, tmp_
     src = tmp_path / "src"
     (src / "lib").mkdir(parents=True)
     bigpad.build(src / "lib", name="big")
-    (src / "big_build.py").write_text(BIG_BUILD)
+    (src / "big_build.py").write_text(bigpad.CFFI_BUILD)
     (src / "app.py").write_text(BIG_APP)
     built = package.package(src, tmp_path / "big.zip")
     client.create("native-big", built.zip_path.read_bytes(), memory_mb=256, timeout_seconds=30)
