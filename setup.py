@@ -3,12 +3,16 @@
 Both steps run on every build into the build directory, so an install never
 depends on files left over from an earlier build. The Java bootstrap ships
 compiled (bootstrap.jar, by bootstraps/java/build.py) or not at all: on a
-host without a JDK 17+ the install still works and offers no Java runtime.
+host without a JDK 17+ the install still works and offers no Java runtime;
+likewise the Runtime API relay of custom runtimes (bootstraps/relay, C)
+ships built or not at all.
 """
 
 import importlib.util
+import os
 import pathlib
 import shutil
+import subprocess
 import sys
 
 from setuptools import setup
@@ -45,6 +49,7 @@ class BuildWithProtos(build_py):
         shutil.copytree(ROOT / "bootstraps", dest,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "target", "node_modules"))
         self._build_java(dest / "java")
+        self._build_relay(dest / "relay")
 
     def _build_java(self, java: pathlib.Path) -> None:
         spec = importlib.util.spec_from_file_location("java_build", ROOT / "bootstraps" / "java" / "build.py")
@@ -55,6 +60,26 @@ class BuildWithProtos(build_py):
         why = build.build(java / build.JAR)
         if why:
             print(f"warning: no Java runtime: {why}", file=sys.stderr)
+
+    def _build_relay(self, relay: pathlib.Path) -> None:
+        """The Runtime API relay, linked statically (no loader or libc to map
+        at every start); dynamically where the host has no static libc."""
+        src = relay / "relay.c"
+        cc = os.environ.get("CC", "cc")
+        base = [cc, "-O2", "-Wall", "-s", "-o", str(relay / "relay"), str(src)]
+        why = ""
+        for extra in (["-static"], []):
+            try:
+                proc = subprocess.run(base + extra, capture_output=True, text=True)
+            except OSError as exc:
+                why = f"{cc}: {exc.strerror}"
+                break
+            if proc.returncode == 0:
+                src.unlink()
+                return
+            why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"{cc} failed"
+        shutil.rmtree(relay)
+        print(f"warning: no custom runtime (provided): cannot build the relay: {why}", file=sys.stderr)
 
 
 setup(cmdclass={"build_py": BuildWithProtos})

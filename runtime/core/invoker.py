@@ -47,7 +47,7 @@ STEM_MEMORY_MB = 128
 STEM_TMP_MB = 512
 REPLENISH_DELAY_S = 0.1
 # Bootstraps that can wait, loaded, for a function (frame P): Python's,
-# Node's and the Runtime API relay (which is Python).
+# Node's and the Runtime API relay.
 STEM_FAMILIES = ("python", "node", "provided")
 
 

@@ -34,9 +34,11 @@ BASE_DIRS = ("/usr", "/lib", "/lib64", "/bin")
 # The bootstrap is imported rather than run as a script so that its .pyc is
 # used; /var/task goes first on sys.path once the bootstrap starts.
 PYTHON_LAUNCH = "import sys;sys.path.insert(0,'/var/runtime');import bootstrap;sys.exit(bootstrap.main())"
-# A custom runtime's sandbox starts the Runtime API relay (Python, shipped
-# with the Python bootstrap), which starts the function's own ``bootstrap``.
-RELAY_LAUNCH = "import sys;sys.path.insert(0,'/var/runtime');import relay;sys.exit(relay.main())"
+# A custom runtime's sandbox starts the Runtime API relay (bootstraps/relay,
+# a static C binary built at install), which starts the function's own
+# ``bootstrap``; its version is the Runtime API's.
+RELAY = "relay"
+RUNTIME_API_VERSION = "2018-06-01"
 # Lambda's names for the custom runtime; all are the same runtime here.
 PROVIDED_NAMES = ("provided", "provided.al2", "provided.al2023")
 # Node.js majors offered, named as Lambda names them ("nodejs20.x").
@@ -216,7 +218,7 @@ def discover() -> dict[str, Runtime]:
             break
     runtimes.update(_node_runtimes(boot))
     runtimes.update(_java_runtimes(boot))
-    runtimes.update(_provided_runtimes(runtimes))
+    runtimes.update(_provided_runtimes(boot))
     return runtimes
 
 
@@ -286,15 +288,15 @@ def _java_runtimes(boot: Path) -> dict[str, Runtime]:
     return runtimes
 
 
-def _provided_runtimes(found: dict[str, Runtime]) -> dict[str, Runtime]:
-    """``provided`` needs a Python for its relay: the first one under /usr
-    if any (nothing extra to mount), else the first found."""
-    pythons = [rt for rt in found.values() if rt.family == "python"]
-    if not pythons:
+def _provided_runtimes(boot: Path) -> dict[str, Runtime]:
+    """``provided`` needs only the relay (and the host's /usr, /lib for the
+    function's own bootstrap); none when the install could not build it."""
+    relay = boot / RELAY / RELAY
+    if not os.access(relay, os.X_OK):
         return {}
-    py = next((rt for rt in pythons if set(rt.host_dirs) <= set(BASE_DIRS)), pythons[0])
-    rt = dataclasses.replace(py, name=PROVIDED_NAMES[0], family="provided",
-                             argv=(py.executable, "-I", "-S", "-B", "-c", RELAY_LAUNCH))
+    rt = Runtime(name=PROVIDED_NAMES[0], family="provided", executable=str(relay), version=RUNTIME_API_VERSION,
+                 host_dirs=tuple(d for d in BASE_DIRS if os.path.exists(d)), bootstrap_dir=boot / RELAY,
+                 argv=(f"/var/runtime/{RELAY}",))
     return {name: rt for name in PROVIDED_NAMES}
 
 
@@ -310,7 +312,7 @@ def prepare(runtimes: dict[str, Runtime], run_dir: Path) -> dict[str, Runtime]:
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(rt.bootstrap_dir, dest, ignore=shutil.ignore_patterns("__pycache__"))
-        if rt.family in ("python", "provided"):
+        if rt.family == "python":
             for src in dest.glob("*.py"):
                 subprocess.run([rt.executable, "-I", "-S", "-m", "py_compile", str(src)], check=True,
                                capture_output=True, timeout=60)
@@ -319,7 +321,8 @@ def prepare(runtimes: dict[str, Runtime], run_dir: Path) -> dict[str, Runtime]:
         for dirpath, _dirs, files in os.walk(dest):
             os.chmod(dirpath, 0o755)
             for f in files:
-                os.chmod(os.path.join(dirpath, f), 0o644)
+                path = os.path.join(dirpath, f)
+                os.chmod(path, 0o755 if os.stat(path).st_mode & 0o100 else 0o644)
         prepared[name] = prepared[rt.name] = dataclasses.replace(rt, bootstrap_dir=dest)
     return {name: prepared[name] for name in runtimes}
 

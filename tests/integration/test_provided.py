@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 PYTHONS = sorted(glob.glob("/usr/bin/python3.[0-9]*[0-9]"))
 if not PYTHONS:
-    pytest.skip("no /usr/bin/python3.X: the provided runtime's relay needs one", allow_module_level=True)
+    pytest.skip("no /usr/bin/python3.X: the test bootstraps here are Python scripts", allow_module_level=True)
 PY = PYTHONS[0]
 
 # A raw Runtime API client: every request is written by hand.
