@@ -49,9 +49,11 @@ def installed_matches_source() -> str:
     if installed == ROOT / "runtime":
         return "yes (running from the source tree)"
     vs_tree, vs_head = [], []
-    # runtime/ is installed as is; setup.py copies bootstraps/ to runtime/_bootstraps.
+    # runtime/ is installed as is; setup.py copies bootstraps/ to runtime/_bootstraps,
+    # less what only builds them (Java's build script).
+    build_only = {ROOT / "bootstraps" / "java" / "build.py"}
     for src_root, dst_root in ((ROOT / "runtime", installed), (ROOT / "bootstraps", installed / "_bootstraps")):
-        for src in sorted(src_root.rglob("*.py")):
+        for src in sorted(set(src_root.rglob("*.py")) - build_only):
             dst = dst_root / src.relative_to(src_root)
             got = dst.read_bytes() if dst.exists() else None
             rel = str(src.relative_to(ROOT))

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 
-def write_plots(results: dict[str, dict], out_dir: Path) -> list[Path]:
+def write_plots(results: dict[str, dict], out_dir: Path, prune: bool = True) -> list[Path]:
     try:
         import matplotlib
     except ImportError:
@@ -33,7 +33,8 @@ def write_plots(results: dict[str, dict], out_dir: Path) -> list[Path]:
         path = out_dir / f"{name}.png"
         if fig is None:
             # This run did not measure it: an old picture next to new numbers would mislead.
-            path.unlink(missing_ok=True)
+            if prune:
+                path.unlink(missing_ok=True)
             continue
         fig.tight_layout()
         fig.savefig(path, dpi=110)

@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         import plots as plotting
 
         # Next to the report, so its relative links hold wherever --out points.
-        plots = plotting.write_plots(ctx.results, args.out.parent / "plots")
+        # A partial run (--only) leaves the pictures of sections it did not run.
+        plots = plotting.write_plots(ctx.results, args.out.parent / "plots", prune=not args.only)
     busy_note = ""
     if busiest > BUSY:
         busy_note = (f"The host was shared: processes outside this suite used up to {busiest:.0%} of its CPU "

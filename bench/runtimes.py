@@ -9,7 +9,11 @@ is PREWARMED), ``rt-<x>-cold`` does not (/tmp 1024 MB, so it starts COLD).
 Cold and prewarmed samples of every runtime take turns; each waits until the
 retired environment has gone and every stem cell is back. Warm Invokes of
 the ``-pw`` functions are then timed in alternating blocks, so the warm
-ratios against Python hold on a noisy host.
+ratios against Python hold on a noisy host. Across the warm phase the CPU
+time of every process inside the sandboxes is read (schedstat), giving the
+CPU each runtime spends per warm Invoke inside its function's quota; and the
+memory of each live Runtime API relay and its nsjail, the custom runtime's
+per-environment overhead.
 
 A runtime without stem cells (Java) has no prewarmed row; its prewarmed
 target is then checked against the first Invoke of a provisioned
@@ -22,16 +26,19 @@ import dataclasses
 import functools
 import itertools
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+import host
 import loadgen
 import workloads
 from host import progress
 from loadgen import Summary
+from memory import OVERHEAD_GOAL_MIB, mib, rollup
 from report import SUMMARY_HEADER, Section, Table, TargetCheck, ms, summary_row
 from stemcells import QUIET_S, SETTLE_S, StemPool
 
@@ -149,7 +156,12 @@ def section_runtimes(ctx) -> Section:
         calls = {s.family: functools.partial(agent.invoke_raw, workloads.invoke_request(f"rt-{s.family}-pw"))
                  for s in subs}
         progress(f"runtimes: warm latency, {cfg.calls} calls each, alternating blocks")
+        for call in calls.values():
+            call()  # every -pw environment exists before the CPU snapshot
+        before = _sandbox_cpu(agent)
         warm = loadgen.measure_latency_interleaved(calls, cfg.calls, cfg.block, cfg.warmup_calls)
+        inside = _per_call(before, _sandbox_cpu(agent), cfg.calls + cfg.warmup_calls + 1)
+        relays = _relay_memory(agent)
         for s in subs:
             if not s.stem:  # what such a runtime has instead: a provisioned environment's first Invoke
                 agent.client.create(f"rt-{s.family}-prov", s.code, handler=s.handler, runtime=s.runtime,
@@ -160,10 +172,50 @@ def section_runtimes(ctx) -> Section:
     except BaseException:
         agent.stop()
         raise
-    return _section(cfg, subs, got, warm, cleanup)
+    return _section(cfg, subs, got, warm, inside, relays, cleanup)
 
 
-def _section(cfg, subs: list[Subject], got: dict, warm: dict, cleanup: str) -> Section:
+def _sandbox_cpu(agent) -> dict[int, tuple[str, int]]:
+    """pid -> (command name, CPU ns) of every process inside the agent's sandboxes."""
+    out = {}
+    for _nsjail, kids in agent.sandboxes():
+        for pid in kids:
+            try:
+                grandkids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                for p in [pid, *map(int, grandkids)]:
+                    out[p] = (Path(f"/proc/{p}/comm").read_text().strip(), host.cpu_ns(p))
+            except OSError:
+                continue  # exited meanwhile
+    return out
+
+
+def _per_call(before: dict, after: dict, calls: int) -> dict[str, float]:
+    """CPU µs per warm Invoke by command name. Only the -pw environments are
+    invoked in between (stem cells and -cold environments idle), and each
+    runtime's processes have names of their own (python3.11, node, java;
+    relay + bootstrap for the custom runtime)."""
+    used: dict[str, int] = {}
+    for pid, (comm, ns) in after.items():
+        if pid in before and before[pid][0] == comm:
+            used[comm] = used.get(comm, 0) + ns - before[pid][1]
+    return {comm: ns / 1000 / calls for comm, ns in used.items() if ns > 0}
+
+
+def _relay_memory(agent) -> list[dict[str, int]]:
+    """smaps_rollup (KiB) of each live relay and of its sandbox's nsjail."""
+    out = []
+    for nsjail_pid, kids in agent.sandboxes():
+        for pid in kids:
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "relay":
+                    out.append({"relay": rollup(pid), "nsjail": rollup(nsjail_pid)})
+            except OSError:
+                continue
+    return out
+
+
+def _section(cfg, subs: list[Subject], got: dict, warm: dict, inside: dict[str, float],
+             relays: list[dict], cleanup: str) -> Section:
     rows, data = [], {"client": {}, "start_kinds": {}, "warm": {}}
     for s in subs:
         for kind in ("cold", "prewarmed", "provisioned"):
@@ -184,7 +236,23 @@ def _section(cfg, subs: list[Subject], got: dict, warm: dict, cleanup: str) -> S
         w = Summary.of(warm[s.family])
         data["warm"][s.family] = dataclasses.asdict(w)
         warm_rows.append(summary_row(f"{s.runtime} warm (ratio to Python p50: {w.p50_us / py.p50_us:.2f}×)", w))
+    data["sandbox_cpu_us_per_call"] = inside
+    cpu_rows = [[comm, f"{us:.0f}"] for comm, us in sorted(inside.items(), key=lambda kv: -kv[1])]
     targets = []
+    tables_extra = []
+    relay_check = None
+    if relays:
+        med = {who: {k: statistics.median(r[who][k] for r in relays) for k in ("Rss", "Pss")}
+               for who in ("relay", "nsjail")}
+        overhead = med["relay"]["Pss"] + med["nsjail"]["Pss"]
+        data["relay_memory_kib"] = med
+        tables_extra.append(Table(["process", "RSS MiB", "PSS MiB"], [
+            ["Runtime API relay (sandbox pid 1)", mib(med["relay"]["Rss"]), mib(med["relay"]["Pss"])],
+            ["its nsjail supervisor", mib(med["nsjail"]["Rss"]), mib(med["nsjail"]["Pss"])]],
+            f"Memory of a custom runtime's sandbox beyond its bootstrap, median of {len(relays)} live sandboxes."))
+        relay_check = TargetCheck("provided: relay + nsjail PSS per environment (the pools issue's overhead "
+                                  "budget)", f"≤ {OVERHEAD_GOAL_MIB:g} MiB", f"{mib(overhead)} MiB",
+                                  overhead / 1024 <= OVERHEAD_GOAL_MIB)
     for family, goal in PREWARM_GOALS_MS.items():
         for kind in ("prewarmed", "provisioned"):
             key = f"{family} {kind}"
@@ -198,6 +266,8 @@ def _section(cfg, subs: list[Subject], got: dict, warm: dict, cleanup: str) -> S
         targets.append(TargetCheck(f"{s.runtime} warm p50 vs Python warm", f"≤ {WARM_RATIO_GOAL:g}×",
                                    f"{ratio:.2f}× ({ms(data['warm'][s.family]['p50_us'])} vs {ms(py.p50_us)} ms)",
                                    ratio <= WARM_RATIO_GOAL))
+    if relay_check is not None:
+        targets.append(relay_check)
     notes = [
         f"One agent, `--stem-cells {STEM_CELLS}`; functions: " + ", ".join(
             f"{s.runtime} (`{s.handler}`, {s.memory_mb} MB{'' if s.stem else ', no stem cells'})" for s in subs)
@@ -208,9 +278,14 @@ def _section(cfg, subs: list[Subject], got: dict, warm: dict, cleanup: str) -> S
         f"{cfg.block}, one call at a time on one gRPC channel.",
         "The custom runtime is examples/custom-runtime-c: its warm Invoke crosses the Runtime API relay "
         "(frame to relay, HTTP to the bootstrap and back), the others talk frames to the agent directly.",
+        "CPU inside the sandboxes: each process's CPU time (schedstat) across the warm phase (timed and untimed "
+        "calls), divided by the calls its runtime received; this CPU counts against the function's own quota "
+        "(at 128 MB, 72 ms per second), so it also bounds how many back-to-back calls run unthrottled.",
         cleanup + ".",
     ]
     return Section("runtimes", "Runtimes side by side: Python, Node.js, Java, custom (provided)", notes,
                    [Table(SUMMARY_HEADER, rows, "First Invoke of a function, client-observed."),
-                    Table(SUMMARY_HEADER, warm_rows, "Warm Invoke of a no-op, client-observed.")],
+                    Table(SUMMARY_HEADER, warm_rows, "Warm Invoke of a no-op, client-observed."),
+                    Table(["process in the sandbox", "CPU µs per warm Invoke"], cpu_rows,
+                          "CPU inside the sandbox per warm Invoke, by process."), *tables_extra],
                    targets, data)

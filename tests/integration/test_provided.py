@@ -189,7 +189,8 @@ while True:
     rid = h["lambda-runtime-aws-request-id"]
     if event.get("fail"):
         import base64
-        err = base64.b64encode(json.dumps({"errorType": "StreamBroke", "errorMessage": "mid-stream"}).encode())
+        doc = json.dumps({"errorType": "StreamBroke", "errorMessage": "mid-stream"})
+        err = base64.b64encode((doc if event["fail"] is True else event["fail"]).encode())
         status, _, _ = chunked(s, f"/invocation/{rid}/response", [b'{"partial":'],
                                [("Lambda-Runtime-Function-Error-Type", "StreamBroke"),
                                 ("Lambda-Runtime-Function-Error-Body", err.decode())],
@@ -205,6 +206,9 @@ while True:
     resp, body = client.invoke_json("prov-chunked", {"fail": True})
     assert failed(resp, body) == "StreamBroke" and body["errorMessage"] == "mid-stream"
     assert resp.start_kind == invoker_pb2.WARM
+    # An error body that is not an error document gets the trailer's type, as a body posted to /error does.
+    resp, body = client.invoke_json("prov-chunked", {"fail": "disk full"})
+    assert failed(resp, body) == "StreamBroke" and body["errorMessage"] == "disk full"
 
 
 def test_expect_100_continue_is_answered(client):
