@@ -43,6 +43,7 @@ from report import SUMMARY_HEADER, Section, Table, TargetCheck, ms, summary_row
 from stemcells import QUIET_S, SETTLE_S, StemPool
 
 from framework.agent import make_zip
+from framework.examples import c_runtime_bootstrap
 from runtime.v1 import functions_pb2
 
 STEM_CELLS = 1
@@ -68,14 +69,9 @@ class Subject:
 
 
 def _c_example() -> bytes | None:
-    src = workloads.ROOT / "examples" / "custom-runtime-c"
-    if shutil.which("make") is None or shutil.which("cc") is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        for f in ("bootstrap.c", "Makefile"):
-            shutil.copy(src / f, tmp)
-        subprocess.run(["make", "-s", "-C", tmp, "bootstrap"], check=True, capture_output=True)
-        return make_zip({"bootstrap": (Path(tmp) / "bootstrap").read_bytes()}, {"bootstrap": 0o755})
+    """The C example's bootstrap, zipped as a provided function."""
+    bootstrap = c_runtime_bootstrap()
+    return None if bootstrap is None else make_zip({"bootstrap": bootstrap}, {"bootstrap": 0o755})
 
 
 def _java_noop() -> bytes | None:

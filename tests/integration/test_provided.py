@@ -13,6 +13,7 @@ import time
 import pytest
 
 from framework.agent import Client, make_zip
+from framework.examples import c_runtime_bootstrap
 from runtime.v1 import invoker_pb2, logs_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -377,19 +378,12 @@ def test_stem_cells_serve_custom_runtimes(fresh_agent):
 
 
 @pytest.fixture(scope="module")
-def c_runtime(tmp_path_factory):
+def c_runtime():
     """examples/custom-runtime-c built with its own Makefile."""
-    import shutil
-    import subprocess
-    from pathlib import Path
-    if shutil.which("make") is None or shutil.which("cc") is None:
+    bootstrap = c_runtime_bootstrap()
+    if bootstrap is None:
         pytest.skip("no make/cc: the C example cannot be built on this host")
-    src = Path(__file__).resolve().parents[2] / "examples" / "custom-runtime-c"
-    out = tmp_path_factory.mktemp("c-runtime")
-    shutil.copy(src / "bootstrap.c", out)
-    shutil.copy(src / "Makefile", out)
-    subprocess.run(["make", "-s", "-C", str(out), "bootstrap"], check=True, capture_output=True)
-    return (out / "bootstrap").read_bytes()
+    return bootstrap
 
 
 def test_c_example_runtime(client, c_runtime):
