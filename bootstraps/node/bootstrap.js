@@ -310,6 +310,8 @@ async function main() {
     startNs = wallNs();
     if (head[0] !== 0x50) process.exit(2); // "P"
     Object.assign(env, JSON.parse(readExactly(head.readUInt32BE(1)).toString('utf8')));
+    // Node read NODE_PATH when it started, before the function's arrived.
+    if (env.NODE_PATH) require('module').Module._initPaths();
   }
   info = {
     functionName: env.AWS_LAMBDA_FUNCTION_NAME || '',

@@ -436,13 +436,29 @@ class Invoker:
     def _stem_eligible(self, cfg: FunctionConfig) -> bool:
         rt = self.runtimes[cfg.spec.runtime]
         return (self._stem_target > 0 and cfg.spec.ephemeral_storage_mb == STEM_TMP_MB
-                and rt.family in STEM_FAMILIES and bool(self._stems.get(rt.name))
-                # Layers are a bind mount at /opt, which a running stem cell cannot get.
-                and not cfg.spec.layers)
+                and rt.family in STEM_FAMILIES and bool(self._stems.get(rt.name)))
 
     async def _specialise(self, cfg: FunctionConfig, pool: _Pool):
         """Takes a stem cell of the function's runtime and hands it the function;
-        None when the memory budget cannot take the difference."""
+        None when the memory budget cannot take the difference or the code's
+        trees cannot be opened (the caller then starts cold, which says why)."""
+        trees: list[int] = []
+        try:
+            trees.append(open_code_tree(str(self.code.path(cfg.code_sha256))))
+            if cfg.spec.layers:
+                trees.append(open_code_tree(str(self.registry.layers.opt_dir(cfg.spec.layers))))
+        except OSError as exc:
+            event("specialise_skipped", function=cfg.name, error=str(exc).replace(" ", "_")[:200])
+            for fd in trees:
+                os.close(fd)
+            return None
+        try:
+            return await self._specialise_with(cfg, pool, trees[0], trees[1] if len(trees) > 1 else None)
+        finally:
+            for fd in trees:
+                os.close(fd)
+
+    async def _specialise_with(self, cfg: FunctionConfig, pool: _Pool, code_fd: int, opt_fd: int | None):
         rt = self.runtimes[cfg.spec.runtime]
         cells = self._stems[rt.name]
         stem = cells.pop()
@@ -459,15 +475,11 @@ class Invoker:
         stem.memory_mb = cfg.spec.memory_mb
         stem.owner, stem.function = pool, cfg.name
         pool.all.add(stem)
-        fd = open_code_tree(str(self.code.path(cfg.code_sha256)))
         try:
-            await stem.specialise(fd, self._injector, self._environ(cfg, rt, stem.id), cfg.spec.memory_mb,
-                                  cpu_ms_for_memory(cfg.spec.memory_mb),
-                                  self._init_timeout(cfg))
+            await stem.specialise(code_fd, self._injector, self._environ(cfg, rt, stem.id), cfg.spec.memory_mb,
+                                  cpu_ms_for_memory(cfg.spec.memory_mb), self._init_timeout(cfg), opt_fd)
         except InitFailed as exc:
             return stem, "prewarmed", exc
-        finally:
-            os.close(fd)
         return stem, "prewarmed", None
 
     def _replenish_soon(self, runtime: str) -> None:
@@ -526,6 +538,10 @@ class Invoker:
         })
         if rt.family != "provided":  # AWS leaves it unset for custom runtimes
             env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{cfg.spec.runtime}"
+        if rt.family == "node":  # Lambda's value: layers' modules under /opt/nodejs are found by require()
+            major = rt.name[len("nodejs"):].split(".")[0]
+            env["NODE_PATH"] = (f"/opt/nodejs/node{major}/node_modules:/opt/nodejs/node_modules:"
+                                "/var/runtime/node_modules:/var/runtime:/var/task")
         if spec.preload_libraries:  # the bootstrap dlopens these during init
             env["_RUNTIME_PRELOAD"] = ":".join(spec.preload_libraries)
         return env

@@ -129,6 +129,7 @@ class EnvCgroup:
         self.dirs = {c: d / env_id for c, d in root.dirs.items()}
         # Counters read on every invocation stay open: pread beats open+read+close.
         self._fds: dict[str, int] = {}
+        self._leaves: list[Path] = []   # nsjail's cpu leaf, once found (it lives as long as the sandbox)
 
     def _pread_int(self, controller: str, name: str) -> int:
         fd = self._fds.get(name)
@@ -183,12 +184,17 @@ class EnvCgroup:
         elif self.root.version == 2:
             _write(self.dirs["unified"] / "memory.max", str(new))
 
-    def _cpu_leaves(self) -> list[Path]:
-        """nsjail's NSJAIL.<pid> directories under the environment's cpu directory."""
-        try:
-            return [p for p in self.dirs["cpu"].iterdir() if p.is_dir()]
-        except (OSError, KeyError):
-            return []
+    def cpu_leaves(self) -> list[Path]:
+        """nsjail's NSJAIL.<pid> directories under the environment's cpu
+        directory (v1), found once: scandir's entry types, no stat per file
+        (~0.3 ms saved on the path that specialises a stem cell)."""
+        if not self._leaves and "cpu" in self.dirs:
+            try:
+                with os.scandir(self.dirs["cpu"]) as entries:
+                    self._leaves = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                return []
+        return self._leaves
 
     def set_cpu(self, ms_per_sec: int) -> None:
         """CPU quota in ms of CPU per second of wall time (1000 = one core); 0 lifts it.
@@ -197,7 +203,7 @@ class EnvCgroup:
         allowed, while a parent below its child's quota is refused (EINVAL)."""
         if self.root.version == 1:
             quota = str(ms_per_sec * CPU_PERIOD_US // 1000) if ms_per_sec else "-1"
-            for leaf in self._cpu_leaves():
+            for leaf in self.cpu_leaves():
                 _write(leaf / "cpu.cfs_quota_us", quota)
                 _write(leaf / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         elif self.root.version == 2:
@@ -248,7 +254,7 @@ class EnvCgroup:
     def limits(self) -> dict[str, int]:
         """The limits as the kernel holds them, for tests and introspection."""
         if self.root.version == 1:
-            leaves = self._cpu_leaves()
+            leaves = self.cpu_leaves()
             quota = int((leaves[0] / "cpu.cfs_quota_us").read_text()) if leaves else -1
             period = int((leaves[0] / "cpu.cfs_period_us").read_text()) if leaves else CPU_PERIOD_US
             return {"memory_bytes": int(self._read("memory", "memory.limit_in_bytes") or 0),

@@ -1,9 +1,11 @@
-"""Code handed to a running sandbox as a read-only mount at ``/var/task``.
+"""Code handed to a running sandbox as a read-only mount at ``/var/task``,
+and its layers at ``/opt``.
 
 A stem cell is started before anyone knows which function it will run, so
-its ``/var/task`` cannot be a bind mount made at start: it starts as an
-empty read-only directory. Specialising makes ``open_tree(OPEN_TREE_CLONE)``
-of the code: a private, detached copy of the code's mount, made read-only,
+its ``/var/task`` and ``/opt`` cannot be bind mounts made at start: they
+start as empty read-only directories. Specialising makes
+``open_tree(OPEN_TREE_CLONE)`` of the code (and of the layers' tree when the
+function has layers): a private, detached copy of the mount, made read-only,
 nosuid and nodev with ``mount_setattr``, and attaches it over that directory
 inside the sandbox's own mount namespace with ``move_mount``. Path walks
 cannot leave it (``..`` at /var/task is the sandbox's /var), so nothing of
@@ -13,9 +15,9 @@ sandbox.
 ``setns`` into a mount namespace is refused to a process with threads (they
 share CLONE_FS), and the agent has threads; so an ``Injector`` child process,
 single-threaded and started once, joins each sandbox's namespace and attaches
-the tree. Its wire: agent -> injector, one byte with two fds in SCM_RIGHTS
-(the sandbox's mount namespace, the tree); injector -> agent, a u32 errno
-(0 = attached). Needs root (CAP_SYS_ADMIN) and Linux 5.12+; ``supported()``
+the trees. Its wire: agent -> injector, one byte with two or three fds in
+SCM_RIGHTS (the sandbox's mount namespace, the code's tree, the layers'
+tree); injector -> agent, a u32 errno (0 = attached). Needs root (CAP_SYS_ADMIN) and Linux 5.12+; ``supported()``
 says whether this host has both.
 """
 
@@ -37,6 +39,7 @@ _MOVE_MOUNT = 429
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 CLONE_NEWNS = 0x20000
 TASK_DIR = b"/var/task"
+OPT_DIR = b"/opt"
 _ERRNO = struct.Struct(">I")
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
@@ -86,12 +89,14 @@ def supported(probe_dir: str = "/") -> bool:
         return False
 
 
-def _attach(ns_fd: int, tree_fd: int) -> int:
-    """In the injector: join the namespace, attach the tree; 0 or errno."""
+def _attach(ns_fd: int, trees: list[int]) -> int:
+    """In the injector: join the namespace, attach the code's tree at
+    /var/task and the layers' (if sent) at /opt; 0 or errno."""
     if _libc.setns(ns_fd, CLONE_NEWNS) < 0:
         return ctypes.get_errno()
-    if _libc.syscall(_MOVE_MOUNT, tree_fd, b"", AT_FDCWD, TASK_DIR, MOVE_MOUNT_F_EMPTY_PATH) < 0:
-        return ctypes.get_errno()
+    for tree_fd, where in zip(trees, (TASK_DIR, OPT_DIR)):
+        if _libc.syscall(_MOVE_MOUNT, tree_fd, b"", AT_FDCWD, where, MOVE_MOUNT_F_EMPTY_PATH) < 0:
+            return ctypes.get_errno()
     return 0
 
 
@@ -99,10 +104,10 @@ def serve(fd: int) -> None:
     """The injector's loop, until the agent closes its end."""
     sock = socket.socket(fileno=fd)
     while True:
-        msg, fds, _flags, _addr = socket.recv_fds(sock, 1, 2)
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1, 3)
         if not msg:
             return
-        err = _attach(fds[0], fds[1]) if len(fds) == 2 else errno.EINVAL
+        err = _attach(fds[0], fds[1:]) if len(fds) in (2, 3) else errno.EINVAL
         for f in fds:
             os.close(f)
         sock.sendall(_ERRNO.pack(err))
@@ -140,16 +145,17 @@ class Injector:
         self._sock = ours
         self._sock.settimeout(5.0)
 
-    def attach(self, sandbox_pid: int, tree_fd: int) -> None:
-        """Attaches ``tree_fd`` at /var/task inside the sandbox whose pid 1
-        is ``sandbox_pid``. Blocks for well under a millisecond."""
+    def attach(self, sandbox_pid: int, tree_fd: int, opt_fd: int | None = None) -> None:
+        """Attaches ``tree_fd`` at /var/task (and ``opt_fd``, if given, at
+        /opt) inside the sandbox whose pid 1 is ``sandbox_pid``. Blocks for
+        well under a millisecond."""
         path = f"/proc/{sandbox_pid}/ns/mnt"
         try:
             ns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise os_error(f"open({path})", exc) from exc
         try:
-            socket.send_fds(self._sock, [b"A"], [ns_fd, tree_fd])
+            socket.send_fds(self._sock, [b"A"], [ns_fd, tree_fd] + ([] if opt_fd is None else [opt_fd]))
             reply = self._sock.recv(_ERRNO.size)
         except OSError as exc:
             raise os_error("injector sendmsg/recv", exc) from exc
@@ -159,7 +165,8 @@ class Injector:
             raise os_error("injector recv (process gone)", err=errno.EPIPE)
         err = _ERRNO.unpack(reply)[0]
         if err:
-            raise os_error(f"setns+move_mount(/var/task) in pid {sandbox_pid}", err=err)
+            what = "/var/task" if opt_fd is None else "/var/task, /opt"
+            raise os_error(f"setns+move_mount({what}) in pid {sandbox_pid}", err=err)
 
     def close(self) -> None:
         self._sock.close()

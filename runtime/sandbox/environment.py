@@ -157,6 +157,7 @@ class Environment:
         self._loop = asyncio.get_running_loop()
         self._proc: subprocess.Popen | None = None
         self._pidfd = -1
+        self._init_pid = 0          # host pid of the sandbox's pid 1, once looked up
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -223,16 +224,17 @@ class Environment:
         return self._ready(kind, body, spawn_ns, "created")
 
     async def specialise(self, code_fd: int, injector: Injector, environ: dict[str, str], memory_mb: int,
-                         cpu_ms_per_sec: int, init_timeout: float) -> InitTimings:
+                         cpu_ms_per_sec: int, init_timeout: float, opt_fd: int | None = None) -> InitTimings:
         """Turns a stem cell into an environment of one function: its code
         (``code_fd``, a detached tree; stays the caller's) is attached at
-        /var/task, then the bootstrap gets the function's environment."""
+        /var/task, its layers (``opt_fd``, likewise) at /opt, then the
+        bootstrap gets the function's environment."""
         if self.state is not State.STEM:
             raise SandboxError(f"environment {self.id} is {self.state.value}, not a stem cell")
         self.state = State.STARTING
         began = time.time_ns()
         try:
-            injector.attach(sandbox_init_pid(self.cgroup.pids()), code_fd)
+            injector.attach(self._sandbox_pid(), code_fd, opt_fd)
         except OSError as exc:
             self.destroy("code attach failed")
             raise InitFailed({"errorType": FunctionErrorType.UNKNOWN,
@@ -262,6 +264,14 @@ class Environment:
                     self.cgroup.set_cpu(self.spec.cpu_ms_per_sec)
                 if what != "specialised":
                     self._loop.run_in_executor(None, self._attach_accounting)
+            if self.stem_waiting:
+                # Looked up now, while the cell waits, not when it is specialised.
+                try:
+                    self._sandbox_pid()
+                except OSError:
+                    pass  # gone meanwhile: specialising it fails and says so
+                if self.cgroup is not None:
+                    self.cgroup.cpu_leaves()
             self.state = State.STEM if self.stem_waiting else State.IDLE
             self.stem_waiting = False
             event(what, env=self.id, uid=self.spec.uid, memory_mb=self.spec.memory_mb,
@@ -495,6 +505,18 @@ class Environment:
             except OSError as exc:
                 raise os_error(f"close(pidfd {self._pidfd})", exc) from exc
             self._pidfd = -1
+
+    def _sandbox_pid(self) -> int:
+        """The host pid of the sandbox's pid 1: nsjail's child, one /proc
+        read (scanning the cgroups' process lists takes ~1 ms)."""
+        if not self._init_pid:
+            pid = self._proc.pid if self._proc is not None else 0
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    self._init_pid = sandbox_init_pid({int(k) for k in f.read().split()})
+            except OSError:
+                self._init_pid = sandbox_init_pid(self.cgroup.pids())
+        return self._init_pid
 
     def peak_memory_bytes(self) -> int:
         return self.cgroup.memory_peak_bytes() if self.cgroup is not None else 0

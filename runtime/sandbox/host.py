@@ -239,8 +239,10 @@ class SandboxHost:
 
     def stem_spec(self, env_id: str, uid: int, rt: Runtime, memory_mb: int, tmp_mb: int,
                   environ: dict[str, str]) -> SandboxSpec:
-        """A stem cell: no code yet; it is attached over /var/task when specialised."""
-        return self._spec(env_id, uid, rt, memory_mb, tmp_mb, environ, None, ())
+        """A stem cell: no code yet; it is attached over /var/task when
+        specialised, and the function's layers, if any, over /opt."""
+        spec = self._spec(env_id, uid, rt, memory_mb, tmp_mb, environ, None, ())
+        return dataclasses.replace(spec, mounts=(*spec.mounts, Mount(self.empty_dir, "/opt")))
 
     def _spec(self, env_id: str, uid: int, rt: Runtime, memory_mb: int, tmp_mb: int, environ: dict[str, str],
               code_dir: Path | None, pass_fds: tuple[int, ...]) -> SandboxSpec:

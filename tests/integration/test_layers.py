@@ -191,23 +191,40 @@ def test_delete_in_use_refused(c):
     assert _read(c, "busy-user", "/opt/x")[1]["/opt/x"] == {"errno": 2}
 
 
-def test_layered_functions_skip_stem_cells(c, layered_agent):
-    def ready_cells():  # started and not yet specialised, per the agent's lifecycle log
-        log = layered_agent.log()
-        return log.count("created env=stem-python3.11-") - log.count("specialised env=stem-python3.11-")
+def test_layered_functions_use_stem_cells(c, layered_agent):
+    """A stem cell gets the layers' tree at /opt along with the code, read-only."""
+    def wait_for_cell():  # started and not yet specialised, per the agent's lifecycle log
+        deadline = time.monotonic() + 20
+        while True:
+            log = layered_agent.log()
+            if log.count("created env=stem-python3.11-") > log.count("specialised env=stem-python3.11-"):
+                return
+            if time.monotonic() > deadline:
+                pytest.skip("no stem cells on this host")
+            time.sleep(0.05)
 
-    deadline = time.monotonic() + 20
-    while ready_cells() < 1:
-        if time.monotonic() > deadline:
-            pytest.skip("no stem cells on this host")
-        time.sleep(0.1)
-    c.publish_layer("stemless", {"s.txt": "layered"})
-    c.create("stem-layered", {"app.py": READER}, layers=["stemless:1"])
+    c.publish_layer("stemmed", {"s.txt": "layered", "python/stemmod.py": "VALUE = 'from the layer'\n"})
+    c.create("stem-layered", {"app.py": READER}, layers=["stemmed:1"])
     c.create("stem-plain", {"app.py": READER})
+    c.create("stem-import", {"app.py": "import stemmod\n\ndef handler(event, context):\n"
+                                        "    return stemmod.VALUE\n"}, layers=["stemmed:1"])
+    wait_for_cell()
     resp, body = _read(c, "stem-layered", "/opt/s.txt")
-    assert resp.start_kind == invoker_pb2.COLD and body["/opt/s.txt"]["text"] == "layered"
+    assert resp.start_kind == invoker_pb2.PREWARMED and body["/opt/s.txt"]["text"] == "layered"
+    wait_for_cell()
     resp, body = _read(c, "stem-plain", "/opt/s.txt")
     assert resp.start_kind == invoker_pb2.PREWARMED and body["/opt/s.txt"] == {"errno": 2}
+    wait_for_cell()
+    resp, body = c.invoke_json("stem-import", {})
+    assert resp.start_kind == invoker_pb2.PREWARMED and body == "from the layer", "/opt/python is on sys.path"
+    # Read-only, as in a cold start: the shared layer cannot be changed from a sandbox.
+    c.create("stem-writer", {"app.py": "import errno\n\ndef handler(event, context):\n    try:\n"
+                                        "        open('/opt/s.txt', 'w')\n    except OSError as exc:\n"
+                                        "        return errno.errorcode[exc.errno]\n    return 'written'\n"},
+             layers=["stemmed:1"])
+    wait_for_cell()
+    resp, body = c.invoke_json("stem-writer", {})
+    assert resp.start_kind == invoker_pb2.PREWARMED and body in ("EROFS", "EACCES"), body
 
 
 @pytest.fixture(scope="module")

@@ -387,6 +387,24 @@ def test_invalid_handler_refused_at_create(client, handler):
     assert "handler" in err.value.details()
 
 
+GREET_LAYER = {"nodejs/node_modules/greet/index.js": "exports.hi = (who) => `hi ${who}`;\n"}
+GREET_APP = "const greet = require('greet');\nexports.handler = async () => greet.hi('layer');\n"
+
+
+def test_layer_node_modules_are_found(client):
+    """As on Lambda, NODE_PATH names /opt/nodejs/node_modules (and the per-major directory)."""
+    client.publish_layer("greet", GREET_LAYER)
+    create(client, "node-layered", {"app.js": GREET_APP},
+           layers=["greet:1"])
+    resp, body = client.invoke_json("node-layered", {})
+    assert resp.function_error == "" and body == "hi layer", body
+    create(client, "node-layered-path", {"app.js": "exports.handler = async () => process.env.NODE_PATH;\n"})
+    major = RUNTIME[len("nodejs"):-len(".x")]
+    assert client.invoke_json("node-layered-path", {})[1] == (
+        f"/opt/nodejs/node{major}/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:"
+        "/var/runtime:/var/task")
+
+
 def test_stem_cells_serve_node(fresh_agent):
     """A prewarmed Node sandbox (Node already started) takes the function's
     code and environment and runs it like a cold one."""
@@ -415,6 +433,18 @@ exports.handler = async (event, context) => ({
                         "color": "green", "stem": None}
         resp, body = c.invoke_json("node-stem", {})
         assert resp.start_kind == invoker_pb2.WARM and body["count"] == 2
+        # Layers reach a prewarmed Node too: /opt attached, NODE_PATH applied after Node started.
+        c.publish_layer("greet-stem", GREET_LAYER)
+        create(c, "node-layered-stem", {"app.js": GREET_APP}, layers=["greet-stem:1"])
+        deadline = time.monotonic() + 20
+        while True:
+            log = fresh_agent.log()
+            if log.count(f"created env=stem-{RUNTIME}-") > log.count(f"specialised env=stem-{RUNTIME}-"):
+                break
+            assert time.monotonic() < deadline, "the Node stem cell was not replaced"
+            time.sleep(0.05)
+        resp, body = c.invoke_json("node-layered-stem", {})
+        assert resp.start_kind == invoker_pb2.PREWARMED and body == "hi layer", body
     finally:
         c.close()
         assert fresh_agent.stop() == 0
