@@ -194,6 +194,16 @@ static void skip_ws(struct json *j) {
     while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
 }
 
+/* Skips white space, then consumes `c` if it comes next. */
+static int eat(struct json *j, char c) {
+    skip_ws(j);
+    if (j->p < j->end && *j->p == (unsigned char)c) {
+        j->p++;
+        return 1;
+    }
+    return 0;
+}
+
 static int put_utf8(struct buf *out, unsigned cp) {
     unsigned char u[4];
     size_t n;
@@ -265,36 +275,22 @@ static int json_object(struct json *j, int *truthy, int *type_truthy) {
     struct buf key = {0};
     int rc = -1, members = 0;
     j->p++;
-    skip_ws(j);
-    if (j->p < j->end && *j->p == '}') {
-        j->p++;
+    if (eat(j, '}')) {
         rc = 0;
         goto out;
     }
-    for (;;) {
+    do {
         skip_ws(j);
         if (j->p >= j->end || *j->p != '"') goto out;
         key.len = 0;
-        if (json_str(j, type_truthy ? &key : NULL) < 0) goto out;
-        skip_ws(j);
-        if (j->p >= j->end || *j->p++ != ':') goto out;
+        if (json_str(j, type_truthy ? &key : NULL) < 0 || !eat(j, ':')) goto out;
         skip_ws(j);
         int member_truthy;
         if (json_value(j, &member_truthy)) goto out;
         if (type_truthy && key.len == 9 && !memcmp(key.p, "errorType", 9)) *type_truthy = member_truthy;
         members++;
-        skip_ws(j);
-        if (j->p < j->end && *j->p == ',') {
-            j->p++;
-            continue;
-        }
-        if (j->p < j->end && *j->p == '}') {
-            j->p++;
-            rc = 0;
-            goto out;
-        }
-        goto out;
-    }
+    } while (eat(j, ','));
+    if (eat(j, '}')) rc = 0;
 out:
     free(key.p);
     *truthy = members > 0;
@@ -309,29 +305,20 @@ static int json_value(struct json *j, int *truthy) {
     if (c == '{') {
         rc = json_object(j, truthy, NULL);
     } else if (c == '[') {
-        int items = 0, item_truthy;
+        int items = 0, item_truthy, ok = 1;
         j->p++;
-        skip_ws(j);
-        if (j->p < j->end && *j->p == ']') {
-            j->p++;
-            rc = 0;
-        } else {
-            for (;;) {
+        if (!eat(j, ']')) {
+            do {
                 skip_ws(j);
-                if (json_value(j, &item_truthy)) break;
+                if (json_value(j, &item_truthy)) {
+                    ok = 0;
+                    break;
+                }
                 items++;
-                skip_ws(j);
-                if (j->p < j->end && *j->p == ',') {
-                    j->p++;
-                    continue;
-                }
-                if (j->p < j->end && *j->p == ']') {
-                    j->p++;
-                    rc = 0;
-                }
-                break;
-            }
+            } while (eat(j, ','));
+            ok = ok && eat(j, ']');
         }
+        rc = ok ? 0 : -1;
         *truthy = items > 0;
     } else if (c == '"') {
         long n = json_str(j, NULL);
@@ -584,6 +571,19 @@ static struct {
     struct request req;
 } R = {.waiting = -1, .listener = -1, .pidfd = -1};
 
+/* Drops `sent` bytes from the front of msg's vector. */
+static void advance(struct msghdr *msg, size_t sent) {
+    while (msg->msg_iovlen && sent >= msg->msg_iov->iov_len) {
+        sent -= msg->msg_iov->iov_len;
+        msg->msg_iov++;
+        msg->msg_iovlen--;
+    }
+    if (msg->msg_iovlen) {
+        msg->msg_iov->iov_base = (char *)msg->msg_iov->iov_base + sent;
+        msg->msg_iov->iov_len -= sent;
+    }
+}
+
 static void send_frame(char kind, const void *a, size_t alen, const void *b, size_t blen) {
     uint32_t n = (uint32_t)(alen + blen);
     unsigned char hdr[5] = {(unsigned char)kind, n >> 24, n >> 16 & 0xff, n >> 8 & 0xff, n & 0xff};
@@ -596,15 +596,7 @@ static void send_frame(char kind, const void *a, size_t alen, const void *b, siz
             if (errno == EPIPE || errno == ECONNRESET) exit(0); /* the agent is gone */
             fatal("sendmsg(control socket)");
         }
-        while (msg.msg_iovlen && (size_t)sent >= msg.msg_iov->iov_len) {
-            sent -= (ssize_t)msg.msg_iov->iov_len;
-            msg.msg_iov++;
-            msg.msg_iovlen--;
-        }
-        if (msg.msg_iovlen) {
-            msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + sent;
-            msg.msg_iov->iov_len -= (size_t)sent;
-        }
+        advance(&msg, (size_t)sent);
     }
 }
 
@@ -683,15 +675,7 @@ static void respond(int fd, int status, const char *body, size_t n, const char *
             close_after = 1;
             break;
         }
-        while (msg.msg_iovlen && (size_t)sent >= msg.msg_iov->iov_len) {
-            sent -= (ssize_t)msg.msg_iov->iov_len;
-            msg.msg_iov++;
-            msg.msg_iovlen--;
-        }
-        if (msg.msg_iovlen) {
-            msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + sent;
-            msg.msg_iov->iov_len -= (size_t)sent;
-        }
+        advance(&msg, (size_t)sent);
     }
     if (blocking) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     if (close_after) drop(fd);
@@ -1014,21 +998,19 @@ static uint64_t await_specialisation(void) {
     if (f->p[0] != 'P') exit(2);
     struct json j = {(const unsigned char *)f->p + 5, (const unsigned char *)f->p + 5 + length, 0};
     struct buf key = {0}, value = {0};
-    skip_ws(&j);
-    if (j.p >= j.end || *j.p++ != '{') exit(2);
-    for (skip_ws(&j); j.p < j.end && *j.p != '}';) {
-        key.len = value.len = 0;
-        if (*j.p != '"' || json_str(&j, &key) < 0) exit(2);
-        skip_ws(&j);
-        if (j.p >= j.end || *j.p++ != ':') exit(2);
-        skip_ws(&j);
-        if (j.p >= j.end || *j.p != '"' || json_str(&j, &value) < 0) exit(2);
-        add(&key, "", 1);
-        add(&value, "", 1);
-        setenv(key.p, value.p, 1);
-        skip_ws(&j);
-        if (j.p < j.end && *j.p == ',') j.p++;
-        skip_ws(&j);
+    if (!eat(&j, '{')) exit(2);
+    if (!eat(&j, '}')) {
+        do {
+            key.len = value.len = 0;
+            skip_ws(&j);
+            if (j.p >= j.end || *j.p != '"' || json_str(&j, &key) < 0 || !eat(&j, ':')) exit(2);
+            skip_ws(&j);
+            if (j.p >= j.end || *j.p != '"' || json_str(&j, &value) < 0) exit(2);
+            add(&key, "", 1);
+            add(&value, "", 1);
+            setenv(key.p, value.p, 1);
+        } while (eat(&j, ','));
+        if (!eat(&j, '}')) exit(2);
     }
     free(key.p);
     free(value.p);

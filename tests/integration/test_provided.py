@@ -182,6 +182,44 @@ while True:
     assert body["errorMessage"] == "plain failure"
 
 
+# Bodies posted to /error: passed through only when they are one JSON object
+# whose errorType is truthy (as json.loads and dict.get see it) and nested at
+# most 512 deep (the relay's bound), else wrapped.
+ERROR_BODIES = [
+    ('{"errorType": "Mine", "errorMessage": "m", "data": [1, {"a": null}, -0.5e3, "\\u00e9\\ud83d\\ude00"]}', True),
+    ('  {"errorMessage": "x", "errorType": "Mine"}\n', True),
+    ('{"errorType": ""}', False),
+    ('{"errorType": 0.0}', False),
+    ('{"errorType": []}', False),
+    ('{"errorType": "Mine"} trailing', False),
+    ('{"errorType": "Mine",}', False),
+    ('[{"errorType": "Mine"}]', False),
+    ('{"errorType": "Mine", "x": 01}', False),
+    ('{"errorType": "Mine", "x": "\x01"}', False),
+    ('{"errorType": "Mine"', False),
+    ('\xff{"errorType": "Mine"}', False),
+    ('{"a": ' * 600 + '1' + '}' * 600, False),
+]
+
+
+def test_error_documents_are_recognised_strictly(client):
+    create(client, "prov-error-docs", '''
+s = connect()
+while True:
+    h, event = next_event(s)
+    body = event["body"].encode("latin-1")
+    request(s, "POST", f"/invocation/{h['lambda-runtime-aws-request-id']}/error", body,
+            [("Lambda-Runtime-Function-Error-Type", "FromHeader")])
+''')
+    for text, passed in ERROR_BODIES:
+        resp, body = client.invoke_json("prov-error-docs", {"body": text})
+        if passed:
+            assert body == json.loads(text), text
+        else:
+            assert failed(resp, body) == "FromHeader", text
+            assert body["errorMessage"] == text.encode("latin-1").decode("utf-8", "replace"), text
+
+
 def test_chunked_response_with_trailers(client):
     create(client, "prov-chunked", '''
 s = connect()
