@@ -17,8 +17,9 @@ share CLONE_FS), and the agent has threads; so an ``Injector`` child process,
 single-threaded and started once, joins each sandbox's namespace and attaches
 the trees. Its wire: agent -> injector, one byte with two or three fds in
 SCM_RIGHTS (the sandbox's mount namespace, the code's tree, the layers'
-tree); injector -> agent, a u32 errno (0 = attached). Needs root (CAP_SYS_ADMIN) and Linux 5.12+; ``supported()``
-says whether this host has both.
+tree); injector -> agent, a u32 errno (0 = attached). Needs root
+(CAP_SYS_ADMIN) and Linux 5.12+; ``supported()`` says whether this host has
+both.
 """
 
 from __future__ import annotations

@@ -515,7 +515,7 @@ class Environment:
                 with open(f"/proc/{pid}/task/{pid}/children") as f:
                     self._init_pid = sandbox_init_pid({int(k) for k in f.read().split()})
             except OSError:
-                self._init_pid = sandbox_init_pid(self.cgroup.pids())
+                self._init_pid = sandbox_init_pid(self.cgroup.pids() if self.cgroup is not None else set())
         return self._init_pid
 
     def peak_memory_bytes(self) -> int:
