@@ -43,6 +43,7 @@ if str(BENCH) not in sys.path:
 import workloads  # noqa: E402  (first: puts tests/ on sys.path for the agent harness)
 from host import progress  # noqa: E402
 from report import Section, Table, TargetCheck, ms  # noqa: E402
+from framework.procfs import mapping_kib  # noqa: E402
 from runtime.cli import package  # noqa: E402
 from runtime.v1 import function_pb2  # noqa: E402
 
@@ -156,19 +157,7 @@ def build_big_zip(work: Path) -> tuple[bytes, int]:
 # -- /proc -----------------------------------------------------------------------------
 def library_kib(pid: int, suffix: str = "/lib/libbig.so") -> dict[str, int]:
     """Rss, Pss, Private_* (KiB) summed over pid's mappings of the file ending in suffix."""
-    keys = ("Rss", "Pss", "Private_Clean", "Private_Dirty")
-    totals, inside = dict.fromkeys(keys, 0), False
-    try:
-        text = Path(f"/proc/{pid}/smaps").read_text()
-    except OSError:
-        return totals
-    for line in text.splitlines():
-        head = line.split()
-        if head and not head[0].endswith(":"):  # a mapping's header: range perms offset dev inode [path]
-            inside = len(head) >= 6 and head[5].endswith(suffix)
-        elif inside and head[0][:-1] in totals:
-            totals[head[0][:-1]] += int(head[1])
-    return totals
+    return mapping_kib(pid, suffix, ("Rss", "Pss", "Private_Clean", "Private_Dirty"))
 
 
 def process_pss_kib(pid: int) -> int:

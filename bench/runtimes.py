@@ -44,6 +44,7 @@ from stemcells import QUIET_S, SETTLE_S, StemPool
 
 from framework.agent import make_zip
 from framework.examples import c_runtime_bootstrap
+from framework.procfs import children
 from runtime.v1 import functions_pb2
 
 STEM_CELLS = 1
@@ -176,12 +177,11 @@ def _sandbox_cpu(agent) -> dict[int, tuple[str, int]]:
     out = {}
     for _nsjail, kids in agent.sandboxes():
         for pid in kids:
-            try:
-                grandkids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-                for p in [pid, *map(int, grandkids)]:
+            for p in [pid, *children(pid)]:
+                try:
                     out[p] = (Path(f"/proc/{p}/comm").read_text().strip(), host.cpu_ns(p))
-            except OSError:
-                continue  # exited meanwhile
+                except OSError:
+                    continue  # exited meanwhile
     return out
 
 

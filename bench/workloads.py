@@ -25,6 +25,7 @@ if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
 from framework.agent import AgentProcess, Client  # noqa: E402
+from framework.procfs import children  # noqa: E402
 from runtime.v1 import functions_pb2, invoker_pb2  # noqa: E402
 
 import loadgen  # noqa: E402
@@ -118,11 +119,9 @@ class AgentUnderTest:
         """(nsjail pid, [its children: the bootstrap, pid 1 of the sandbox]) of each live environment."""
         out = []
         for nsjail_pid in _children(self.proc.proc.pid, "nsjail"):
-            try:
-                kids = Path(f"/proc/{nsjail_pid}/task/{nsjail_pid}/children").read_text().split()
-            except OSError:
-                continue  # exited while we looked
-            out.append((nsjail_pid, [int(k) for k in kids]))
+            kids = children(nsjail_pid)
+            if kids or Path(f"/proc/{nsjail_pid}").exists():  # else it exited while we looked
+                out.append((nsjail_pid, kids))
         return out
 
 

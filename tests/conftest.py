@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from framework.agent import AgentProcess, Client
+from framework.agent import AgentProcess, Client, serve_for_fixture
 
 IS_ROOT = os.geteuid() == 0
 
@@ -20,12 +20,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def agent():
     """One agent for the session; tests use distinct function names."""
-    proc = AgentProcess().start()
-    yield proc
-    code = proc.stop()
-    log = proc.log()
-    proc.cleanup()
-    assert code == 0, f"agent exited with {code}:\n{log}"
+    yield from serve_for_fixture(AgentProcess())
 
 
 @pytest.fixture(scope="session")

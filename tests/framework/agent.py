@@ -191,3 +191,14 @@ class AgentProcess:
                 os.unlink(self.log_path)
             except FileNotFoundError:
                 pass
+
+
+def serve_for_fixture(proc: AgentProcess):
+    """A fixture's body: starts ``proc``, yields it, then stops it and fails
+    the fixture if the agent did not exit cleanly (``yield from`` this)."""
+    proc.start()
+    yield proc
+    code = proc.stop()
+    log = proc.log()
+    proc.cleanup()
+    assert code == 0, f"agent exited with {code}:\n{log}"

@@ -10,7 +10,7 @@ import time
 import grpc
 import pytest
 
-from framework.agent import AgentProcess, Client, error_type
+from framework.agent import AgentProcess, Client, error_type, serve_for_fixture
 from runtime.v1 import functions_pb2, invoker_pb2, layers_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -33,12 +33,7 @@ def handler(event, context):
 
 @pytest.fixture(scope="module")
 def layered_agent():
-    proc = AgentProcess(extra_args=("--max-unpacked-mb", str(LIMIT_MB), "--stem-cells", "1")).start()
-    yield proc
-    code = proc.stop()
-    log = proc.log()
-    proc.cleanup()
-    assert code == 0, f"agent exited with {code}:\n{log}"
+    yield from serve_for_fixture(AgentProcess(extra_args=("--max-unpacked-mb", str(LIMIT_MB), "--stem-cells", "1")))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
+from framework.procfs import children, mapping_kib
 from runtime.cli import package
 from runtime.v1 import functions_pb2, invoker_pb2
 
@@ -110,30 +111,7 @@ def fnctl(agent, *args: str) -> subprocess.CompletedProcess:
 
 def sandbox_pids(agent) -> list[int]:
     """Pid 1 of each of the agent's sandboxes: the children of its nsjail children."""
-    def children(pid: int) -> list[int]:
-        try:
-            return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        except OSError:
-            return []
-
     return [kid for nsjail in children(agent.proc.pid) for kid in children(nsjail)]
-
-
-def mapping_kib(pid: int, suffix: str) -> dict[str, int]:
-    """Rss and Pss (KiB) of all of pid's mappings of a file whose path ends with suffix."""
-    totals = {"Rss": 0, "Pss": 0}
-    inside = False
-    try:
-        text = Path(f"/proc/{pid}/smaps").read_text()
-    except OSError:
-        return totals
-    for line in text.splitlines():
-        head = line.split()
-        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):  # a mapping's header
-            inside = len(head) >= 6 and head[5].endswith(suffix)
-        elif inside and head and head[0][:-1] in totals:
-            totals[head[0][:-1]] += int(head[1])
-    return totals
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,31 @@
+"""What tests and benchmarks read from /proc about an agent's sandboxes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (its main thread's); [] once it is gone."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def mapping_kib(pid: int, suffix: str, keys: tuple[str, ...] = ("Rss", "Pss")) -> dict[str, int]:
+    """``keys`` of /proc/<pid>/smaps (KiB), summed over every mapping of a file
+    whose path ends with ``suffix``; zeros once the process is gone."""
+    totals = dict.fromkeys(keys, 0)
+    inside = False
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return totals
+    for line in text.splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):  # a mapping's header
+            inside = len(head) >= 6 and head[5].endswith(suffix)
+        elif inside and head and head[0][:-1] in totals:
+            totals[head[0][:-1]] += int(head[1])
+    return totals
