@@ -50,6 +50,29 @@ def test_invoke_returns_result_and_reuses_environment(client):
     assert resp2.request_id != resp.request_id
 
 
+ENV_PROBE = """
+import subprocess
+ENV_AT_IMPORT = __import__("os").environ.get("GREETING")
+def handler(event, context):
+    import os
+    child = subprocess.run(["/bin/sh", "-c", 'echo "$GREETING|${_RUNTIME_CONTROL_FD-unset}|${_HANDLER}"'],
+                           capture_output=True, text=True).stdout.strip()
+    return {"internal": sorted(k for k in os.environ if k.startswith("_RUNTIME")), "child": child,
+            "import": ENV_AT_IMPORT, "handler": os.environ.get("_HANDLER"), "cwd": os.getcwd()}
+"""
+
+
+def test_function_environment_is_consistent_without_control_variables(client):
+    """The bootstrap reads its control variables and removes them from the
+    environment before the function is imported: neither os.environ nor a
+    child process sees them, and both see the function's own variables."""
+    client.create("env-probe", {"app.py": ENV_PROBE}, environment={"GREETING": "hi there"})
+    resp, body = client.invoke_json("env-probe", {})
+    assert resp.function_error == "", resp.payload
+    assert body == {"internal": [], "child": "hi there|unset|app.handler", "import": "hi there",
+                    "handler": "app.handler", "cwd": "/var/task"}
+
+
 def test_empty_payload_is_empty_object(client):
     client.create("echo", {"app.py": "def handler(e, c):\n    return e\n"})
     resp = client.invoke("echo", raw=b"")

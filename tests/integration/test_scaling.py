@@ -152,14 +152,17 @@ def test_stem_cells_specialise_and_replenish(fresh_agent):
     code = ("import os, json\nSEEN = os.environ.get('COLOR')\n"
             "def handler(e, c):\n"
             "    out = {'color': SEEN, 'files': sorted(os.listdir('/var/task')), 'up': sorted(os.listdir('/var/task/..')),"
-            " 'fn': c.function_name, 'mem': c.memory_limit_in_mb, 'cwd': os.getcwd()}\n"
+            " 'fn': c.function_name, 'mem': c.memory_limit_in_mb, 'cwd': os.getcwd(),"
+            " 'internal': sorted(k for k in os.environ if k.startswith('_RUNTIME')),"
+            " 'child': os.popen('echo $COLOR ${_RUNTIME_STEM_CELL-unset}').read().strip()}\n"
             "    try:\n        open('/var/task/x', 'w')\n        out['write'] = 'allowed'\n"
             "    except OSError as exc:\n        out['write'] = exc.errno\n    return out\n")
     c.create("stemmed", {"app.py": code, "data.txt": "x"}, memory_mb=256, environment={"COLOR": "blue"})
     resp, body = c.invoke_json("stemmed")
     assert resp.start_kind == invoker_pb2.PREWARMED, resp
     assert body == {"color": "blue", "files": ["__pycache__", "app.py", "data.txt"],
-                    "up": ["runtime", "task"], "fn": "stemmed", "mem": "256", "write": 30, "cwd": "/var/task"}
+                    "up": ["runtime", "task"], "fn": "stemmed", "mem": "256", "write": 30, "cwd": "/var/task",
+                    "internal": [], "child": "blue unset"}
     assert resp.timings.sandbox_us == 0 and 0 < resp.timings.init_us
     resp2, _ = c.invoke_json("stemmed")
     assert resp2.start_kind == invoker_pb2.WARM
