@@ -210,8 +210,7 @@ class Invoker:
         platform = self.settings.platform_logs
         name = cfg.name
         if platform:
-            self.logs.begin(name, request_id, b"START RequestId: %s Version: %s" % (
-                request_id.encode(), cfg.version.encode()))
+            self.logs.begin(name, request_id, cfg.version)
         cpu0 = env.cpu_usage_ns() if init is None else 0
         try:
             if isinstance(init, InitFailed):
@@ -252,7 +251,7 @@ class Invoker:
                 report += "\tInit Duration: %.2f ms" % (init_us / 1000)
             if error_type:
                 report += "\tStatus: error\tError Type: " + error_type
-            self.logs.finish(name, request_id, [b"END RequestId: " + request_id.encode(), report.encode()])
+            self.logs.finish(name, request_id, report)
         if self.metrics is not None:
             self.metrics.observe(name, kind, timings.total_us / 1e6, {
                 "queue": queue_us / 1e6, "sandbox": sandbox_us / 1e6, "code_load": code_us / 1e6,

@@ -25,6 +25,10 @@ DEFAULT_CAP = 64 * 1024 * 1024
 MAX_LINE = 256 * 1024
 FLUSH_INTERVAL_S = 0.2
 FOLLOW_QUEUE = 10_000
+# The platform records, as _record writes them. A request id is a UUID: no escaping.
+_START = b'{"t": %r, "r": "%s", "s": "platform", "m": "START RequestId: %s Version: %s"}\n'
+_END_REPORT = (b'{"t": %r, "r": "%s", "s": "platform", "m": "END RequestId: %s"}\n'
+               b'{"t": %r, "r": "%s", "s": "platform", "m": %s}\n')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,20 +75,29 @@ class LogStore:
         return log
 
     # -- platform lines (START/END/REPORT) ---------------------------------------
-    def begin(self, function: str, request_id: str, start_line: bytes) -> None:
+    def begin(self, function: str, request_id: str, version: str) -> None:
         """Notes an invocation's START line. It is written just before the
         invocation's first line of output, or with its END and REPORT: one
         write instead of three for the many functions that print nothing."""
-        self._pending_start[request_id] = (function, start_line, time.time())
+        self._pending_start[request_id] = (version, time.time())
 
-    def finish(self, function: str, request_id: str, lines: list[bytes]) -> None:
+    def finish(self, function: str, request_id: str, report: str) -> None:
+        """Writes the invocation's START (unless its output already did), END
+        and REPORT lines. Formatted in one step straight to bytes: this runs
+        on every invocation."""
         pending = self._pending_start.pop(request_id, None)
         now = time.time()
-        parts = ([pending[1].decode()] if pending else []) + [line.decode() for line in lines]
-        records = [self._record(pending[2], request_id, "platform", parts[0])] if pending else []
-        records += [self._record(now, request_id, "platform", part) for part in parts[len(records):]]
-        (self._open.get(function) or self._log(function)).write(b"".join(records))
-        self._after_write(function, request_id, "platform", parts, now)
+        rid = request_id.encode()
+        data = _END_REPORT % (now, rid, rid, now, rid, _escape(report).encode())
+        if pending is not None:
+            data = _START % (pending[1], rid, rid, _escape(pending[0])[1:-1].encode()) + data
+        (self._open.get(function) or self._log(function)).write(data)
+        if self._captures or self._followers.get(function):  # rare: only then the lines as text
+            parts = [f"START RequestId: {request_id} Version: {pending[0]}"] if pending else []
+            self._after_write(function, request_id, "platform", parts + [f"END RequestId: {request_id}", report],
+                              now)
+        elif self._flush_handle is None:
+            self._schedule_flush()
 
     def discard(self, request_id: str) -> None:
         """Forgets a START that will never be finished (the call failed in the agent)."""
@@ -114,9 +127,10 @@ class LogStore:
     def append(self, function: str, request_id: str, stream: str, raw: bytes) -> None:
         """Records one line (without its newline); long lines are split."""
         if request_id in self._pending_start:
-            _fn, start_line, t = self._pending_start.pop(request_id)
-            self._log(function).write(self._record(t, request_id, "platform", start_line.decode()))
-            self._after_write(function, request_id, "platform", [start_line.decode()], t)
+            version, t = self._pending_start.pop(request_id)
+            start_line = f"START RequestId: {request_id} Version: {version}"
+            self._log(function).write(self._record(t, request_id, "platform", start_line))
+            self._after_write(function, request_id, "platform", [start_line], t)
         text = raw.decode("utf-8", "replace")
         now = time.time()
         log = self._open.get(function) or self._log(function)

@@ -26,6 +26,7 @@ import enum
 import errno
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -162,6 +163,9 @@ class Environment:
         self._waiter: asyncio.Future | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._log_fds: dict[int, str] = {}
+        # Both log pipes, asked in one poll(2) after each invocation whether
+        # anything is left to read (two reads that fail with EAGAIN cost more).
+        self._log_poll = select.poll()
         self._partial: dict[int, bytes] = {}
         self._killed_for = ""
         self._limit_s = 0.0
@@ -210,6 +214,7 @@ class Environment:
         for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
             self._log_fds[fd] = stream
+            self._log_poll.register(fd, select.POLLIN)
             self._loop.add_reader(fd, self._read_log, fd)
         self._loop.add_reader(self._pidfd, self._on_exit)
         parent_sock.setblocking(False)
@@ -436,7 +441,9 @@ class Environment:
             self.log_sink(self, self.request_id, self._log_fds[fd], rest)
 
     def _drain_logs(self) -> None:
-        for fd in list(self._log_fds):
+        for fd, _events in self._log_poll.poll(0):
+            if fd not in self._log_fds:
+                continue
             for _ in range(64):  # bounded: a flood is read by the reader callback
                 try:
                     data = os.read(fd, LOG_READ)
@@ -445,7 +452,9 @@ class Environment:
                 if not data:
                     break
                 self._emit_lines(fd, data)
-            self._flush_partial(fd)  # a partial last line belongs to this request too
+        if self._partial:  # a partial last line belongs to this request too
+            for fd in list(self._partial):
+                self._flush_partial(fd)
 
     # -- teardown ------------------------------------------------------------
     def _cancel_timer(self) -> None:
@@ -479,6 +488,7 @@ class Environment:
             self._transport.abort()
         for fd in list(self._log_fds):
             self._loop.remove_reader(fd)
+            self._log_poll.unregister(fd)
             os.close(fd)
         self._log_fds.clear()
         if self._proc is not None and self._proc.returncode is None:
