@@ -10,7 +10,8 @@ function warmed to 8 environments:
   logs     platform logs only, and metrics only: each half alone, to tell
   metrics  which one costs what (the targets judge on against off)
 
-Measured in interleaved rounds (the agents' order rotates): warm
+Measured in rounds, each with four freshly started agents (their order
+rotates): warm
 Invoke latency at concurrency 1 (alternating blocks, sync client in this
 process, one pre-built request) and throughput with 8 in flight (grpc.aio
 client in a process of its own). Overhead per round: on/off − 1 for the p50,
@@ -45,66 +46,83 @@ def _log_bytes(agent: workloads.AgentUnderTest) -> int:
 
 
 def section_observability(ctx) -> Section:
-    cfg = ctx.cfg
+    return _section(ctx.cfg, *_measure(ctx.cfg))
+
+
+def _start_agents(keys: list[str]) -> dict[str, workloads.AgentUnderTest]:
     agents: dict[str, workloads.AgentUnderTest] = {}
     try:
-        for key, args in AGENTS.items():
-            agents[key] = workloads.AgentUnderTest(args).start()
+        for key in keys:
+            agents[key] = workloads.AgentUnderTest(AGENTS[key]).start()
             agents[key].deploy(FUNCTION)
-        measured = _measure(cfg, agents)
-        cleanup = [f"{key} agent: " + agents.pop(key).stop_checked() for key in list(agents)]
-    finally:
-        for agent in agents.values():   # only after a failure
+    except BaseException:
+        for agent in agents.values():
             agent.stop()
-    return _section(cfg, *measured, cleanup)
+        raise
+    return agents
 
 
-def _measure(cfg, agents: dict[str, workloads.AgentUnderTest]) -> tuple:
+def _measure(cfg) -> tuple:
+    """Each round starts its own four agents and stops them after: two
+    agent processes with identical flags differ by about as much as the
+    effect measured here (their CPU per call by ~3 %), so rounds sharing one
+    set of processes would repeat one draw of that luck instead of averaging it."""
     make = functools.partial(workloads.invoke_request, FUNCTION)
     request = make()
-    targets = {k: loadgen.Target(a.target, workloads.INVOKE_METHOD) for k, a in agents.items()}
-    calls = {k: (lambda a=a: a.invoke_raw(request)) for k, a in agents.items()}
-    for key, agent in agents.items():
-        for _ in range(8):
-            if agent.environment_count() >= IN_FLIGHT:
-                break
-            progress(f"observability: warming {key} to {IN_FLIGHT} environments")
-            loadgen.measure_throughput(targets[key], make, IN_FLIGHT, 2 * cfg.warmup_s, 0.0, cfg.client)
-    logs_before = {k: _log_bytes(a) for k, a in agents.items()}
-    envs = {k: [a.environment_count()] for k, a in agents.items()}
-    latency: dict[str, list[list[int]]] = {k: [] for k in agents}
-    tput: dict[str, list[loadgen.ThroughputResult]] = {k: [] for k in agents}
-    kinds: dict[str, dict[str, int]] = {k: {} for k in agents}
-    agent_us: dict[str, list[float]] = {k: [] for k in agents}   # agent CPU per call, latency phase
-    wait_for_idle(cfg.settle_s, quiet_samples=2, sample_s=1.0)
+    keys = list(AGENTS)
+    latency: dict[str, list[list[int]]] = {k: [] for k in keys}
+    tput: dict[str, list[loadgen.ThroughputResult]] = {k: [] for k in keys}
+    kinds: dict[str, dict[str, int]] = {k: {} for k in keys}
+    agent_us: dict[str, list[float]] = {k: [] for k in keys}   # agent CPU per call, latency phase
+    logged = {k: 0 for k in keys}
+    envs: dict[str, list[int]] = {k: [] for k in keys}
+    counted = 0.0
+    cleanup: list[str] = []
     for r in range(cfg.obs_rounds):
-        keys = list(agents)
         order = keys[r % len(keys):] + keys[:r % len(keys)]
         order = order if r % 2 == 0 else order[::-1]
-        progress(f"observability round {r + 1}/{cfg.obs_rounds}: latency, {cfg.calls} calls each")
-        responses: dict[str, list] = {k: [] for k in order}
-        cpu0 = {k: cpu_ns(a.proc.proc.pid) for k, a in agents.items()}
-        got = loadgen.measure_latency_interleaved({k: calls[k] for k in order}, cfg.calls, cfg.block,
-                                                  cfg.warmup_calls, responses)
-        for k, a in agents.items():   # each agent served exactly warmup + calls Invokes meanwhile
-            agent_us[k].append((cpu_ns(a.proc.proc.pid) - cpu0[k]) / 1e3 / (cfg.calls + cfg.warmup_calls))
-        for k in order:
-            latency[k].append(got[k])
-            for label, n in workloads.count_kinds(responses[k]).items():
-                kinds[k][label] = kinds[k].get(label, 0) + n
-        for k in order:
-            progress(f"observability round {r + 1}/{cfg.obs_rounds}: {k} throughput, {IN_FLIGHT} in flight")
-            res = loadgen.measure_throughput(targets[k], make, IN_FLIGHT, cfg.seconds, cfg.warmup_s, cfg.client,
-                                             workloads.start_kind)
-            tput[k].append(res)
-            for label, n in res.labels.items():
-                kinds[k][label] = kinds[k].get(label, 0) + n
-    logged = {k: _log_bytes(a) - logs_before[k] for k, a in agents.items()}
-    for k, a in agents.items():
-        envs[k].append(a.environment_count())
-    counted = sum(v for s, v in agents["on"].scrape().items()
-                  if s.startswith("runtime_invocations_total{") and FUNCTION in s)
-    return latency, tput, kinds, logged, counted, envs, agent_us
+        progress(f"observability round {r + 1}/{cfg.obs_rounds}: starting four agents")
+        agents = _start_agents(order)
+        try:
+            targets = {k: loadgen.Target(a.target, workloads.INVOKE_METHOD) for k, a in agents.items()}
+            calls = {k: (lambda a=a: a.invoke_raw(request)) for k, a in agents.items()}
+            for key, agent in agents.items():
+                for _ in range(8):
+                    if agent.environment_count() >= IN_FLIGHT:
+                        break
+                    loadgen.measure_throughput(targets[key], make, IN_FLIGHT, 2 * cfg.warmup_s, 0.0, cfg.client)
+            logs_before = {k: _log_bytes(a) for k, a in agents.items()}
+            for k, a in agents.items():
+                envs[k].append(a.environment_count())
+            wait_for_idle(cfg.settle_s, quiet_samples=2, sample_s=1.0)
+            progress(f"observability round {r + 1}/{cfg.obs_rounds}: latency, {cfg.calls} calls each")
+            responses: dict[str, list] = {k: [] for k in order}
+            cpu0 = {k: cpu_ns(a.proc.proc.pid) for k, a in agents.items()}
+            got = loadgen.measure_latency_interleaved({k: calls[k] for k in order}, cfg.calls, cfg.block,
+                                                      cfg.warmup_calls, responses)
+            for k, a in agents.items():   # each agent served exactly warmup + calls Invokes meanwhile
+                agent_us[k].append((cpu_ns(a.proc.proc.pid) - cpu0[k]) / 1e3 / (cfg.calls + cfg.warmup_calls))
+            for k in order:
+                latency[k].append(got[k])
+                for label, n in workloads.count_kinds(responses[k]).items():
+                    kinds[k][label] = kinds[k].get(label, 0) + n
+            for k in order:
+                progress(f"observability round {r + 1}/{cfg.obs_rounds}: {k} throughput, {IN_FLIGHT} in flight")
+                res = loadgen.measure_throughput(targets[k], make, IN_FLIGHT, cfg.seconds, cfg.warmup_s,
+                                                 cfg.client, workloads.start_kind)
+                tput[k].append(res)
+                for label, n in res.labels.items():
+                    kinds[k][label] = kinds[k].get(label, 0) + n
+            for k, a in agents.items():
+                logged[k] += _log_bytes(a) - logs_before[k]
+                envs[k].append(a.environment_count())
+            counted += sum(v for s, v in agents["on"].scrape().items()
+                           if s.startswith("runtime_invocations_total{") and FUNCTION in s)
+            cleanup = [f"{key} agent of the last round: " + agents.pop(key).stop_checked() for key in keys]
+        finally:
+            for agent in agents.values():   # only after a failure
+                agent.stop()
+    return latency, tput, kinds, logged, counted, envs, agent_us, cleanup
 
 
 def _overheads(latency, tput, key: str) -> tuple[list[float], list[float]]:
@@ -135,7 +153,9 @@ def _section(cfg, latency, tput, kinds, logged, counted, envs, agent_us, cleanup
                        ms(tput["on"][i].latency.p50_us), ms(tput["off"][i].latency.p50_us)])
     errors = {k: sum(r.errors for r in tput[k]) for k in tput}
     notes = [
-        f"Four agents, each with a no-op function warmed to {IN_FLIGHT} environments: ON = "
+        f"Every round starts four fresh agents, each with a no-op function warmed to {IN_FLIGHT} environments, "
+        "and stops them at its end (two agent processes with the same flags differ by a few % on their own, so "
+        "each round draws new processes and the median over rounds averages that out): ON = "
         "`--metrics-listen 127.0.0.1:0` with the default platform logs; OFF = `--no-platform-logs` and no "
         "metrics endpoint; and each half alone (platform logs only: no flags; metrics only: `--metrics-listen "
         f"127.0.0.1:0 --no-platform-logs`). {cfg.obs_rounds} rounds; each measures latency ({cfg.calls} timed calls "
@@ -144,9 +164,10 @@ def _section(cfg, latency, tput, kinds, logged, counted, envs, agent_us, cleanup
         f"flight ({cfg.seconds:g} s windows after {cfg.warmup_s:g} s, `{cfg.client}` client in its own process). "
         "The order of the agents rotates and reverses from round to round.",
         "What ON adds per invocation, on the agent's event loop: three platform log records (START, END, "
-        "REPORT, formatted and buffered, flushed every few ms), a read of the environment's cgroup peak "
-        "memory for REPORT's Max Memory Used, and the Prometheus updates (invocations and start-kind counters, "
-        "the duration and per-phase histograms).",
+        "REPORT, formatted in one step and buffered, written out every 200 ms), a read of the environment's "
+        "cgroup peak memory for REPORT's Max Memory Used, and the Prometheus numbers (invocation and start-kind "
+        "counts, the duration and per-phase histograms: plain per-function counters, turned into metric "
+        "families only when scraped).",
         "Overhead per round: latency = ON p50 / OFF p50 − 1; throughput = 1 − ON calls/s / OFF calls/s "
         "(positive = observability costs). Judged on the median of the rounds.",
         f"Observability was really on: the ON agent's function log grew by {logged['on']:,} bytes and its "
@@ -154,8 +175,9 @@ def _section(cfg, latency, tput, kinds, logged, counted, envs, agent_us, cleanup
         f"{logged['off']:,} bytes.",
         "Start kinds: " + "; ".join(f"{LABELS[k]}: " + ", ".join(f"{a} {b}" for a, b in sorted(kinds[k].items()))
                                     for k in kinds) + ". Throughput errors: "
-        + ", ".join(f"{k} {v}" for k, v in errors.items()) + ". Environments (before round 1 → at the end): "
-        + ", ".join(f"{k} {a} → {b}" for k, (a, b) in envs.items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in errors.items()) + ". Environments per round (before → after): "
+        + "; ".join(f"{k} " + ", ".join(f"{a} → {b}" for a, b in zip(v[::2], v[1::2])) for k, v in envs.items())
+        + ".",
         "Noise: a 5 % difference is about 35 µs on a warm Invoke; per-round figures show how much the rounds "
         "disagree, which bounds what this run can resolve. The agent's CPU time per call is the steadier "
         "measure of what observability adds; latency and throughput also carry the client's, the sandbox's "

@@ -26,9 +26,20 @@ MAX_LINE = 256 * 1024
 FLUSH_INTERVAL_S = 0.2
 FOLLOW_QUEUE = 10_000
 # The platform records, as _record writes them. A request id is a UUID: no escaping.
-_START = b'{"t": %r, "r": "%s", "s": "platform", "m": "START RequestId: %s Version: %s"}\n'
-_END_REPORT = (b'{"t": %r, "r": "%s", "s": "platform", "m": "END RequestId: %s"}\n'
-               b'{"t": %r, "r": "%s", "s": "platform", "m": %s}\n')
+_START = b'{"t": %s, "r": "%s", "s": "platform", "m": "START RequestId: %s Version: %s"}\n'
+_END_REPORT = (b'{"t": %s, "r": "%s", "s": "platform", "m": "END RequestId: %s"}\n'
+               b'{"t": %s, "r": "%s", "s": "platform", "m": %s}\n')
+
+
+def _stamp(t_ns: int) -> bytes:
+    """Unix seconds with microseconds, from integers: repr() of a float
+    (its shortest round-trip digits) costs several times more."""
+    return b"%d.%06d" % divmod(t_ns // 1000, 1_000_000)
+
+
+def _seconds(t_ns: int) -> float:
+    """The float a reader parses from _stamp(t_ns): followers compare it with the file's."""
+    return t_ns // 1000 / 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,23 +90,24 @@ class LogStore:
         """Notes an invocation's START line. It is written just before the
         invocation's first line of output, or with its END and REPORT: one
         write instead of three for the many functions that print nothing."""
-        self._pending_start[request_id] = (version, time.time())
+        self._pending_start[request_id] = (version, time.time_ns())
 
     def finish(self, function: str, request_id: str, report: str) -> None:
         """Writes the invocation's START (unless its output already did), END
         and REPORT lines. Formatted in one step straight to bytes: this runs
         on every invocation."""
         pending = self._pending_start.pop(request_id, None)
-        now = time.time()
+        now = time.time_ns()
         rid = request_id.encode()
-        data = _END_REPORT % (now, rid, rid, now, rid, _escape(report).encode())
+        stamp = _stamp(now)
+        data = _END_REPORT % (stamp, rid, rid, stamp, rid, _escape(report).encode())
         if pending is not None:
-            data = _START % (pending[1], rid, rid, _escape(pending[0])[1:-1].encode()) + data
+            data = _START % (_stamp(pending[1]), rid, rid, _escape(pending[0])[1:-1].encode()) + data
         (self._open.get(function) or self._log(function)).write(data)
         if self._captures or self._followers.get(function):  # rare: only then the lines as text
             parts = [f"START RequestId: {request_id} Version: {pending[0]}"] if pending else []
             self._after_write(function, request_id, "platform", parts + [f"END RequestId: {request_id}", report],
-                              now)
+                              _seconds(now))
         elif self._flush_handle is None:
             self._schedule_flush()
 
@@ -104,12 +116,12 @@ class LogStore:
         self._pending_start.pop(request_id, None)
 
     @staticmethod
-    def _record(t: float, request_id: str, stream: str, text: str) -> bytes:
+    def _record(t_ns: int, request_id: str, stream: str, text: str) -> bytes:
         # By hand: this runs on every invocation, and json.dumps of a dict
         # costs several times more. A request id is a UUID and a stream a
         # fixed word: neither needs escaping.
-        return b'{"t": %r, "r": "%s", "s": "%s", "m": %s}\n' % (
-            t, request_id.encode(), stream.encode(), _escape(text).encode())
+        return b'{"t": %s, "r": "%s", "s": "%s", "m": %s}\n' % (
+            _stamp(t_ns), request_id.encode(), stream.encode(), _escape(text).encode())
 
     def _after_write(self, function: str, request_id: str, stream: str, parts: list[str], now: float) -> None:
         capture = self._captures.get(request_id) if request_id else None
@@ -130,13 +142,13 @@ class LogStore:
             version, t = self._pending_start.pop(request_id)
             start_line = f"START RequestId: {request_id} Version: {version}"
             self._log(function).write(self._record(t, request_id, "platform", start_line))
-            self._after_write(function, request_id, "platform", [start_line], t)
+            self._after_write(function, request_id, "platform", [start_line], _seconds(t))
         text = raw.decode("utf-8", "replace")
-        now = time.time()
+        now = time.time_ns()
         log = self._open.get(function) or self._log(function)
         parts = [text[i:i + MAX_LINE] for i in range(0, max(len(text), 1), MAX_LINE)]
         log.write(b"".join(self._record(now, request_id, stream, part) for part in parts))
-        self._after_write(function, request_id, stream, parts, now)
+        self._after_write(function, request_id, stream, parts, _seconds(now))
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
