@@ -244,14 +244,8 @@ class Invoker:
         billed = self.usage.record(name, time.time(), duration_ns, cfg.spec.memory_mb, cpu_ns) \
             if self.usage is not None else 0
         if platform:
-            peak_mb = env.peak_memory_bytes() // (1024 * 1024)
-            report = "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t" \
-                     "Max Memory Used: %d MB" % (request_id, duration_ns / 1e6, billed, cfg.spec.memory_mb, peak_mb)
-            if init_us:
-                report += "\tInit Duration: %.2f ms" % (init_us / 1000)
-            if error_type:
-                report += "\tStatus: error\tError Type: " + error_type
-            self.logs.finish(name, request_id, report)
+            self.logs.finish(name, request_id, duration_ns, billed, cfg.spec.memory_mb,
+                             env.peak_memory_bytes() // (1024 * 1024), init_us, error_type)
         if self.metrics is not None:
             self.metrics.observe(name, kind, timings.total_us / 1e6, {
                 "queue": queue_us / 1e6, "sandbox": sandbox_us / 1e6, "code_load": code_us / 1e6,
