@@ -164,7 +164,8 @@ def _section(cfg, latency, tput, kinds, logged, counted, envs, agent_us, cleanup
         f"flight ({cfg.seconds:g} s windows after {cfg.warmup_s:g} s, `{cfg.client}` client in its own process). "
         "The order of the agents rotates and reverses from round to round.",
         "What ON adds per invocation, on the agent's event loop: three platform log records (START, END, "
-        "REPORT, formatted in one step and buffered, written out every 200 ms), a read of the environment's "
+        "REPORT: their numbers kept, the lines formatted and written at the 200 ms log flush), a read of the "
+        "environment's "
         "cgroup peak memory for REPORT's Max Memory Used, and the Prometheus numbers (invocation and start-kind "
         "counts, the duration and per-phase histograms: plain per-function counters, turned into metric "
         "families only when scraped).",

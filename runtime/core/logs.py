@@ -25,10 +25,6 @@ DEFAULT_CAP = 64 * 1024 * 1024
 MAX_LINE = 256 * 1024
 FLUSH_INTERVAL_S = 0.2
 FOLLOW_QUEUE = 10_000
-# The platform records, as _record writes them. A request id is a UUID: no escaping.
-_START = b'{"t": %s, "r": "%s", "s": "platform", "m": "START RequestId: %s Version: %s"}\n'
-_END_REPORT = (b'{"t": %s, "r": "%s", "s": "platform", "m": "END RequestId: %s"}\n'
-               b'{"t": %s, "r": "%s", "s": "platform", "m": %s}\n')
 _REPORT = ("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t"
            "Max Memory Used: %d MB")
 
@@ -37,6 +33,10 @@ def _stamp(t_ns: int) -> bytes:
     """Unix seconds with microseconds, from integers: repr() of a float
     (its shortest round-trip digits) costs several times more."""
     return b"%d.%06d" % divmod(t_ns // 1000, 1_000_000)
+
+
+def _start_line(request_id: str, version: str) -> str:
+    return f"START RequestId: {request_id} Version: {version}"
 
 
 def _seconds(t_ns: int) -> float:
@@ -99,11 +99,10 @@ class LogStore:
                peak_mb: int, init_us: int = 0, error_type: str = "") -> None:
         """Ends an invocation's platform lines: its START (unless its output
         already wrote it), END and REPORT. The numbers are kept and the lines
-        formatted at the next flush, many at once: formatting them one by one
-        between invocations, with every cache cold, cost several times more
-        on the invoke path. A follower or a LogType Tail capture gets them at
-        once; any other line is written after them, so the file keeps the
-        order in which things happened."""
+        formatted at the next flush, many at once, off the invoke path. A
+        follower or a LogType Tail capture gets them at once; any other line
+        is written after them, so the file keeps the order in which things
+        happened."""
         record = (function, request_id, self._pending_start.pop(request_id, None), time.time_ns(), duration_ns,
                   billed_ms, memory_mb, peak_mb, init_us, error_type)
         if request_id in self._captures or self._followers.get(function):
@@ -111,8 +110,7 @@ class LogStore:
             self._write_platform(record)
             return
         self._deferred.append(record)
-        if self._flush_handle is None:
-            self._schedule_flush()
+        self._schedule_flush()
 
     def _materialise(self) -> None:
         deferred, self._deferred = self._deferred, []
@@ -126,16 +124,12 @@ class LogStore:
             report += "\tInit Duration: %.2f ms" % (init_us / 1000)
         if error_type:
             report += "\tStatus: error\tError Type: " + error_type
-        rid = request_id.encode()
-        stamp = _stamp(now)
-        data = _END_REPORT % (stamp, rid, rid, stamp, rid, _escape(report).encode())
-        if pending is not None:
-            data = _START % (_stamp(pending[1]), rid, rid, _escape(pending[0])[1:-1].encode()) + data
-        (self._open.get(function) or self._log(function)).write(data)
+        lines = [(pending[1], _start_line(request_id, pending[0]))] if pending else []
+        lines += [(now, f"END RequestId: {request_id}"), (now, report)]
+        (self._open.get(function) or self._log(function)).write(
+            b"".join(self._record(t, request_id, "platform", text) for t, text in lines))
         if request_id in self._captures or self._followers.get(function):
-            parts = [f"START RequestId: {request_id} Version: {pending[0]}"] if pending else []
-            self._after_write(function, request_id, "platform", parts + [f"END RequestId: {request_id}", report],
-                              _seconds(now))
+            self._after_write(function, request_id, "platform", [text for _, text in lines], _seconds(now))
 
     def discard(self, request_id: str) -> None:
         """Forgets a START that will never be finished (the call failed in the agent)."""
@@ -168,7 +162,7 @@ class LogStore:
             self._materialise()
         if request_id in self._pending_start:
             version, t = self._pending_start.pop(request_id)
-            start_line = f"START RequestId: {request_id} Version: {version}"
+            start_line = _start_line(request_id, version)
             self._log(function).write(self._record(t, request_id, "platform", start_line))
             self._after_write(function, request_id, "platform", [start_line], _seconds(t))
         text = raw.decode("utf-8", "replace")

@@ -441,9 +441,7 @@ class Environment:
             self.log_sink(self, self.request_id, self._log_fds[fd], rest)
 
     def _drain_logs(self) -> None:
-        for fd, _events in self._log_poll.poll(0):
-            if fd not in self._log_fds:
-                continue
+        for fd, _events in self._log_poll.poll(0):  # only live pipes are registered
             for _ in range(64):  # bounded: a flood is read by the reader callback
                 try:
                     data = os.read(fd, LOG_READ)
