@@ -16,7 +16,8 @@ built = pytest.mark.skipif(not STATIC_NSJAIL.exists(),
 
 
 @built
-def test_static_build_is_preferred_and_has_no_dynamic_loader():
+def test_static_build_is_preferred_and_has_no_dynamic_loader(monkeypatch):
+    monkeypatch.delenv("RUNTIME_AGENT_NSJAIL", raising=False)
     assert find_nsjail() == STATIC_NSJAIL
     assert statically_linked(STATIC_NSJAIL)
     # It is a working nsjail, not just any static file.
