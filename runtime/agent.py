@@ -78,7 +78,11 @@ class Agent:
         self.registry.on_change.append(self._forget_deleted)
 
     def _forget_deleted(self, old) -> None:
-        if self.metrics is not None and old.name not in self.registry.names():
+        if self.registry.exists(old.name):
+            return  # changed, not deleted
+        # A later function of the same name starts with no logs and no metrics.
+        self.logs.delete(old.name)
+        if self.metrics is not None:
             self.metrics.forget(old.name)
 
     @classmethod

@@ -244,8 +244,11 @@ class Invoker:
         billed = self.usage.record(name, time.time(), duration_ns, cfg.spec.memory_mb, cpu_ns) \
             if self.usage is not None else 0
         if platform:
-            self.logs.finish(name, request_id, duration_ns, billed, cfg.spec.memory_mb,
-                             env.peak_memory_bytes() // (1024 * 1024), init_us, error_type)
+            if self.registry.exists(name):
+                self.logs.finish(name, request_id, duration_ns, billed, cfg.spec.memory_mb,
+                                 env.peak_memory_bytes() // (1024 * 1024), init_us, error_type)
+            else:  # deleted while it ran (see _sink)
+                self.logs.discard(request_id)
         if self.metrics is not None:
             self.metrics.observe(name, kind, timings.total_us / 1e6, {
                 "queue": queue_us / 1e6, "sandbox": sandbox_us / 1e6, "code_load": code_us / 1e6,
@@ -406,7 +409,10 @@ class Invoker:
 
     def _sink(self, env: Environment, request_id: str, stream: str, line: bytes) -> None:
         if env.function:
-            self.logs.append(env.function, request_id, stream, line)
+            # Output of a deleted function's last invocation is dropped: it
+            # would recreate the log that DeleteFunction removed.
+            if self.registry.exists(env.function):
+                self.logs.append(env.function, request_id, stream, line)
         else:  # a stem cell has no function log yet: its output goes to the agent's
             log.warning("stem cell %s %s: %s", env.id, stream, line.decode("utf-8", "replace")[:1000])
 

@@ -63,6 +63,9 @@ class FunctionRegistry:
     def names(self) -> list[str]:
         return sorted(self._functions)
 
+    def exists(self, name: str) -> bool:
+        return name in self._functions
+
     def list(self, max_items: int, marker: str) -> tuple[list[FunctionConfig], str]:
         if max_items == 0:
             max_items = DEFAULT_PAGE

@@ -1,14 +1,16 @@
 """The agent as a process: restart, reflection, shutdown hygiene."""
 
+import concurrent.futures
 import glob
 import os
+import time
 
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from framework.agent import Client
-from runtime.v1 import functions_pb2
+from runtime.v1 import functions_pb2, logs_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -73,6 +75,36 @@ def test_delete_removes_function(client):
     with pytest.raises(grpc.RpcError) as err:
         client.invoke("short-lived", {})
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_delete_forgets_logs(client):
+    """DeleteFunction forgets the function's logs (functions.proto): a new
+    function of the same name starts with none of the old one's lines."""
+    code = {"app.py": "def handler(e, c):\n    print('secret of the first owner')\n    return 1\n"}
+    client.create("reused-name", code)
+    client.invoke("reused-name", {})
+    logs = lambda: [e.message for e in client.logs.GetLogs(  # noqa: E731
+        logs_pb2.GetLogsRequest(function_name="reused-name"), timeout=30)]
+    assert "secret of the first owner" in logs()
+    client.functions.DeleteFunction(functions_pb2.DeleteFunctionRequest(name="reused-name"))
+    client.create("reused-name", {"app.py": "def handler(e, c):\n    return 2\n"})
+    assert logs() == []
+    assert client.invoke_json("reused-name")[1] == 2
+    assert "secret of the first owner" not in logs()
+
+
+def test_delete_during_an_invocation_leaves_no_log_behind(client):
+    code = {"app.py": "import time\n\ndef handler(e, c):\n    time.sleep(1)\n"
+                      "    print('late line of the first owner')\n    return 1\n"}
+    client.create("deleted-midway", code)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(client.invoke, "deleted-midway", {})
+        time.sleep(0.4)  # the handler is asleep
+        client.functions.DeleteFunction(functions_pb2.DeleteFunctionRequest(name="deleted-midway"))
+        assert call.result().payload == b"1"  # the call it was serving still answers
+    client.create("deleted-midway", {"app.py": "def handler(e, c):\n    return 2\n"})
+    time.sleep(0.5)  # past the agent's 200 ms log flush
+    assert list(client.logs.GetLogs(logs_pb2.GetLogsRequest(function_name="deleted-midway"), timeout=30)) == []
 
 
 def test_json_lifecycle_log(fresh_agent):
