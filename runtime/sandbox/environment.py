@@ -441,7 +441,8 @@ class Environment:
             self.log_sink(self, self.request_id, self._log_fds[fd], rest)
 
     def _drain_logs(self) -> None:
-        for fd, _events in self._log_poll.poll(0):  # only live pipes are registered
+        # A pipe stays registered until destroy() closes it; one at EOF reads b"".
+        for fd, _events in self._log_poll.poll(0):
             for _ in range(64):  # bounded: a flood is read by the reader callback
                 try:
                     data = os.read(fd, LOG_READ)
