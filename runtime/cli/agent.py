@@ -43,6 +43,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _reply_poll_us(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of microseconds") from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: allowed 0-10000 microseconds")
+    return value
+
+
 def _unix_path(address: str) -> Path:
     rest = address[len("unix:"):]
     return Path("/" + rest.lstrip("/")) if rest.startswith("//") else Path(rest)
@@ -70,7 +80,8 @@ async def _serve(args: argparse.Namespace) -> int:
                                 memory_budget_mb=args.memory_budget_mb,
                                 platform_logs=not args.no_platform_logs,
                                 keep_alive_policy=args.keep_alive_policy,
-                                keep_alive_bin_s=args.keep_alive_bin, stem_cells=args.stem_cells),
+                                keep_alive_bin_s=args.keep_alive_bin, stem_cells=args.stem_cells,
+                                reply_poll_us=args.reply_poll_us),
         metrics_listen=args.metrics_listen, billing_granularity_ms=args.billing_granularity_ms,
         otlp_endpoint=args.otlp_endpoint, max_unpacked_mb=args.max_unpacked_mb,
         outbound=(args.outbound_iface, args.outbound_subnet, args.outbound_gateway) if args.outbound_iface else None,
@@ -254,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--stem-cells", type=int, default=0, metavar="N",
                        help="per runtime, keep N sandboxes with the runtime loaded and no function, "
                             "specialised on a cold start (default 0)")
+    serve.add_argument("--reply-poll-us", type=_reply_poll_us, default=200, metavar="MICROSECONDS",
+                       help="while a single invocation is in flight, wait up to this long for its reply "
+                            "by polling instead of sleeping: lower latency on virtual machines, at the "
+                            "cost of that much CPU per call (default 200, 0 turns it off, at most 10000)")
     serve.add_argument("--memory-budget-mb", type=int, default=0,
                        help="memory all environments together may use (default: host memory minus "
                             "max(1 GiB, 10%%))")

@@ -124,6 +124,9 @@ class InvokerSettings:
     keep_alive_bin_s: float = 60.0
     # Stem cells kept ready per runtime (runtime loaded, no function yet).
     stem_cells: int = 0
+    # While one invocation is in flight, wait this long for its reply by
+    # polling instead of sleeping (Environment._poll_reply); 0 turns it off.
+    reply_poll_us: int = 200
 
 
 class _Pool:
@@ -162,6 +165,8 @@ class Invoker:
         self._replenishing: set[str] = set()
         self._provisioning: set[str] = set()
         self._closing = False
+        self._active = 0  # invoke() calls under way, wherever they are
+        self._poll_ns = settings.reply_poll_us * 1000
         self._stem_target = settings.stem_cells if settings.stem_cells and stem_cells_supported(host) else 0
         # Attaches code inside specialised stem cells (a process of its own).
         self._injector = Injector() if self._stem_target else None
@@ -169,7 +174,13 @@ class Invoker:
 
     # -- public ----------------------------------------------------------------
     async def invoke(self, cmd: InvokeCommand) -> InvokeResult:
-        t0 = time.perf_counter_ns()
+        self._active += 1
+        try:
+            return await self._invoke(cmd, time.perf_counter_ns())
+        finally:
+            self._active -= 1
+
+    async def _invoke(self, cmd: InvokeCommand, t0: int) -> InvokeResult:
         cfg = self.registry.get(cmd.function_name)
         if len(cmd.payload) > MAX_PAYLOAD:
             raise RequestTooLarge(
@@ -218,8 +229,12 @@ class Invoker:
                 outcome_payload = json.dumps(doc).encode()
                 error_type, handler_ns = doc.get("errorType", FunctionErrorType.UNKNOWN), 0
             else:
+                # Poll for the reply only when this is the one invocation under
+                # way (polling blocks the loop) and this environment's last
+                # reply came within the polling time.
+                poll_ns = self._poll_ns if self._active == 1 and env.reply_ns <= self._poll_ns else 0
                 outcome = await env.invoke(request_id, payload, cfg.spec.timeout_seconds, cfg.arn,
-                                           client_context)
+                                           client_context, poll_ns)
                 outcome_payload, error_type, handler_ns = outcome.payload, outcome.error_type, outcome.handler_ns
         except BaseException:
             self.logs.discard(request_id)

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from framework.agent import error_type
-from runtime.v1 import invoker_pb2
+from runtime.v1 import invoker_pb2, logs_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -203,3 +203,62 @@ def test_client_context_reaches_handler(client):
     with pytest.raises(grpc.RpcError) as err:
         client.invoke("ctx-echo", {}, client_context=b"{nope")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+MIXED = """
+import os, sys, time
+def handler(event, context):
+    if event.get("die"):
+        os._exit(4)
+    if event.get("sleep_ms"):
+        time.sleep(event["sleep_ms"] / 1000)
+    print("line", event.get("i"))
+    sys.stderr.write("err %s\\n" % event.get("i"))
+    return {"i": event.get("i"), "blob": "y" * event.get("n", 0)}
+"""
+
+
+@pytest.mark.parametrize("poll_us", ["0", "200", "10000"])
+def test_reply_polling_setting_keeps_every_answer_and_log_line(fresh_agent, poll_us):
+    """Replies that come within the polling time, after it, in many reads
+    (1 MB), and a crash instead of a reply: each is answered as without
+    polling, and each invocation's output lines stay with it."""
+    from framework.agent import Client
+
+    fresh_agent.extra_args = ("--reply-poll-us", poll_us)
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+    try:
+        c.create("mixed", {"app.py": MIXED})
+        events = [{"i": 0}, {"i": 1}, {"i": 2, "sleep_ms": 30}, {"i": 3}, {"i": 4, "n": 1 << 20},
+                  {"i": 5}, {"die": True}, {"i": 7}, {"i": 8, "sleep_ms": 5}, {"i": 9}]
+        request_ids = {}
+        for event in events:
+            resp, body = c.invoke_json("mixed", event)
+            if event.get("die"):
+                assert body["errorType"] == "Runtime.ExitError" and "exit status 4" in body["errorMessage"]
+                continue
+            assert resp.function_error == "" and body["i"] == event["i"]
+            assert len(body["blob"]) == event.get("n", 0)
+            request_ids[event["i"]] = resp.request_id
+        for i, rid in request_ids.items():
+            lines = [(e.stream, e.message) for e in c.logs.GetLogs(logs_pb2.GetLogsRequest(
+                function_name="mixed", request_id=rid), timeout=30) if e.stream != logs_pb2.PLATFORM]
+            assert lines == [(logs_pb2.STDOUT, f"line {i}"), (logs_pb2.STDERR, f"err {i}")], (i, lines)
+    finally:
+        c.close()
+    assert fresh_agent.stop() == 0
+
+
+@pytest.mark.parametrize("value,words", [("-1", "allowed 0-10000"), ("10001", "allowed 0-10000"),
+                                         ("fast", "not a whole number")])
+def test_reply_poll_setting_is_checked(tmp_path, value, words):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([str(Path(sys.executable).parent / "runtime-agent"), "serve", "--listen", "127.0.0.1:0",
+                          "--reply-poll-us", value, "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "--reply-poll-us" in out.stderr and words in out.stderr
