@@ -56,6 +56,8 @@ def _latency_cdf(plt, results):
     fig, ax = plt.subplots(figsize=(7, 4))
     _cdf(ax, warm["_echo_ns"], f"echo (floor), p50 {warm['echo']['p50_us'] / 1e3:.3f} ms")
     _cdf(ax, warm["_warm_ns"], f"warm Invoke, p50 {warm['warm']['p50_us'] / 1e3:.3f} ms")
+    if "_nopoll_ns" in warm:
+        _cdf(ax, warm["_nopoll_ns"], f"warm Invoke, reply polling off, p50 {warm['warm_nopoll']['p50_us'] / 1e3:.3f} ms")
     # The tail is what matters beyond p50; a log x axis keeps p99 readable.
     ax.set_xscale("log")
     ax.set_xlabel("latency per call, ms (log scale)")

@@ -62,10 +62,13 @@ def _kinds(labels: dict[str, int]) -> str:
 # -- 1 + 2: floor and warm ---------------------------------------------------------
 def warm_section(cfg, latency: dict[str, list[list[int]]],
                  tput: dict[tuple[str, int, str], list[ThroughputResult]], kinds: dict[str, int],
-                 envs_before: int, envs_after: int, throttling: dict[str, list[int]]) -> Section:
+                 envs_before: int, envs_after: int, throttling: dict[str, list[int]],
+                 nopoll_kinds: dict[str, int]) -> Section:
     top = max(cfg.concurrency)
     echo_all = Summary.of([x for r in latency["echo"] for x in r])
     warm_all = Summary.of([x for r in latency["warm"] for x in r])
+    nopoll_all = Summary.of([x for r in latency["warm-nopoll"] for x in r])
+    nopoll_ratios = [Summary.of(n).p50_us / Summary.of(e).p50_us for e, n in zip(latency["echo"], latency["warm-nopoll"])]
     per_round, lat_ratios, rps_ratios = [], [], []
     for i, (e, w) in enumerate(zip(latency["echo"], latency["warm"])):
         es, ws = Summary.of(e), Summary.of(w)
@@ -116,10 +119,17 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
             for phase, (p, t, ns) in throttling.items()) + ". The echo server has no quota.",
         f"Environments of the no-op function: {envs_before} before round 1, {envs_after} at the end. "
         f"Start kinds of the {sum(kinds.values())} timed latency calls: {_kinds(kinds)}.",
+        "Reply polling (`--reply-poll-us`, default 200 µs) is on in the agent of record; at concurrency 1 it "
+        "reads the sandbox's reply without sleeping. The row 'reply polling off' is a second agent started with "
+        "`--reply-poll-us 0`, measured in the same alternating blocks: p50 "
+        f"{statistics.median(nopoll_ratios):.2f}× echo (rounds: " + ", ".join(f"{x:.2f}" for x in nopoll_ratios)
+        + f"), start kinds {_kinds(nopoll_kinds)}. Under concurrent load the agent does not poll, so the "
+        "throughput rows are the same either way.",
     ]
     return Section(
         "warm", "Floor (gRPC echo) and warm Invoke", notes,
-        [Table(SUMMARY_HEADER, [summary_row("echo (floor)", echo_all), summary_row("warm Invoke", warm_all)],
+        [Table(SUMMARY_HEADER, [summary_row("echo (floor)", echo_all), summary_row("warm Invoke", warm_all),
+                                summary_row("warm Invoke, reply polling off", nopoll_all)],
                "Latency at concurrency 1: sync grpc client in the benchmark process, all rounds pooled."),
          Table(["round", "echo p50", "echo p99", "warm p50", "warm p99", "p50 ratio",
                 f"echo calls/s @{top}", f"warm calls/s @{top}", "throughput ratio"], per_round,
@@ -128,11 +138,13 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
                 "p99 ms", "errors", "start kinds"], tput_rows,
                "Throughput; p50/p99 are the latency of each call under that load, rounds pooled.")],
         targets,
-        {"echo": dataclasses.asdict(echo_all), "warm": dataclasses.asdict(warm_all), "p50_ratios": lat_ratios,
+        {"echo": dataclasses.asdict(echo_all), "warm": dataclasses.asdict(warm_all),
+         "warm_nopoll": dataclasses.asdict(nopoll_all), "nopoll_p50_ratios": nopoll_ratios, "p50_ratios": lat_ratios,
          "throughput_ratios": rps_ratios, "throughput": tput_data, "start_kinds": kinds,
          "cpu_throttling": {k: {"periods": p, "throttled": t, "throttled_ms": ns / 1e6}
                             for k, (p, t, ns) in throttling.items()},
-         "_echo_ns": [x for r in latency["echo"] for x in r], "_warm_ns": [x for r in latency["warm"] for x in r]})
+         "_echo_ns": [x for r in latency["echo"] for x in r], "_warm_ns": [x for r in latency["warm"] for x in r],
+         "_nopoll_ns": [x for r in latency["warm-nopoll"] for x in r]})
 
 
 def _client_comparison(tput, top: int) -> str:

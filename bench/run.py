@@ -165,10 +165,24 @@ def section_warm(ctx: Context) -> Section:
         progress(f"prewarming: {agent.environment_count()} of {top} environments")
         loadgen.measure_throughput(servers["warm"][1], make, top, 2 * cfg.warmup_s, 0.0, cfg.client)
     envs_before = agent.environment_count()
+    # The same calls to an agent with reply polling off, for latency only: it
+    # shows what polling (on by default, concurrency 1 only) is worth.
+    nopoll = workloads.AgentUnderTest(("--reply-poll-us", "0")).start()
+    try:
+        nopoll.deploy(workloads.WARM_FUNCTION)
+        return _warm_rounds(ctx, agent, nopoll, request, make, servers, envs_before)
+    finally:
+        nopoll.stop()
 
-    latency: dict[str, list[list[int]]] = {"echo": [], "warm": []}
+
+def _warm_rounds(ctx: Context, agent, nopoll, request: bytes, make, servers, envs_before: int) -> Section:
+    cfg = ctx.cfg
+    top = max(cfg.concurrency)
+    servers = {**servers, "warm-nopoll": (lambda: nopoll.invoke_raw(request), None, workloads.start_kind)}
+    latency: dict[str, list[list[int]]] = {"echo": [], "warm": [], "warm-nopoll": []}
     tput: dict[tuple[str, int, str], list[loadgen.ThroughputResult]] = {}
     kinds: dict[str, int] = {}
+    nopoll_kinds: dict[str, int] = {}
     throttled: dict[str, list[int]] = {}   # phase -> [periods, throttled periods, throttled ns]
 
     def measured(phase: str, fn):
@@ -183,13 +197,16 @@ def section_warm(ctx: Context) -> Section:
         # Alternate who goes first, so a trend within a round does not favour one side.
         order = ("echo", "warm") if r % 2 == 0 else ("warm", "echo")
         progress(f"round {r + 1}/{cfg.rounds}: echo and warm latency, {cfg.calls} calls each")
-        responses: dict[str, list] = {"warm": []}
+        responses: dict[str, list] = {"warm": [], "warm-nopoll": []}
         got = measured("warm latency", lambda: loadgen.measure_latency_interleaved(
-            {name: servers[name][0] for name in order}, cfg.calls, cfg.block, cfg.warmup_calls, responses))
-        for name in order:
+            {name: servers[name][0] for name in (*order, "warm-nopoll")}, cfg.calls, cfg.block,
+            cfg.warmup_calls, responses))
+        for name in latency:
             latency[name].append(got[name])
         for k, v in workloads.count_kinds(responses["warm"]).items():
             kinds[k] = kinds.get(k, 0) + v
+        for k, v in workloads.count_kinds(responses["warm-nopoll"]).items():
+            nopoll_kinds[k] = nopoll_kinds.get(k, 0) + v
         for c in cfg.concurrency:
             clients = (cfg.client, "threads") if c == top and cfg.client != "threads" else (cfg.client,)
             for client in clients:
@@ -200,7 +217,8 @@ def section_warm(ctx: Context) -> Section:
                         target, make, c, cfg.seconds, cfg.warmup_s, client, inspect))
                     tput.setdefault((name, c, client), []).append(res)
     warm_throttling = {k: v for k, v in throttled.items() if k.startswith("warm")}
-    return report.warm_section(cfg, latency, tput, kinds, envs_before, agent.environment_count(), warm_throttling)
+    return report.warm_section(cfg, latency, tput, kinds, envs_before, agent.environment_count(), warm_throttling,
+                               nopoll_kinds)
 
 
 # -- 3 + 4: cold Invoke and its peers, interleaved ---------------------------------
