@@ -267,13 +267,16 @@ class Invoker:
         duration_ns = t1 - t_env
         billed = self.usage.record(name, time.time(), duration_ns, cfg.spec.memory_mb, cpu_ns) \
             if self.usage is not None else 0
+        # Deleted (or deleted and created again) while it ran: its log and
+        # metrics are gone and must not come back (see _sink).
+        current = self.registry.is_current(name, cfg.created)
         if platform:
-            if self.registry.exists(name):
+            if current:
                 self.logs.finish(name, request_id, duration_ns, billed, cfg.spec.memory_mb,
                                  env.peak_memory_bytes() // (1024 * 1024), init_us, error_type)
-            else:  # deleted while it ran (see _sink)
+            else:
                 self.logs.discard(request_id)
-        if self.metrics is not None:
+        if self.metrics is not None and current:
             self.metrics.observe(name, kind, timings.total_us / 1e6, {
                 "queue": queue_us / 1e6, "sandbox": sandbox_us / 1e6, "code_load": code_us / 1e6,
                 "handler": handler_ns / 1e9}, init_us / 1e6, error_type)
@@ -420,6 +423,7 @@ class Invoker:
                                   opt_dir=self.registry.layers.opt_dir(cfg.spec.layers))  # layers at /opt
         env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink, self._on_dead),
                           pool, cfg.name, cfg.spec.memory_mb)
+        env.function_created = cfg.created
         env.provisioned = provisioned
         return env
 
@@ -434,8 +438,9 @@ class Invoker:
     def _sink(self, env: Environment, request_id: str, stream: str, line: bytes) -> None:
         if env.function:
             # Output of a deleted function's last invocation is dropped: it
-            # would recreate the log that DeleteFunction removed.
-            if self.registry.exists(env.function):
+            # would recreate the log that DeleteFunction removed, or land in
+            # the log of a new function of the same name.
+            if self.registry.is_current(env.function, env.function_created):
                 self.logs.append(env.function, request_id, stream, line)
         else:  # a stem cell has no function log yet: its output goes to the agent's
             log.warning("stem cell %s %s: %s", env.id, stream, line.decode("utf-8", "replace")[:1000])
@@ -496,7 +501,7 @@ class Invoker:
         asyncio.get_running_loop().call_later(REPLENISH_DELAY_S, self._replenish_soon, rt.name)
         self._memory_mb += delta
         stem.memory_mb = cfg.spec.memory_mb
-        stem.owner, stem.function = pool, cfg.name
+        stem.owner, stem.function, stem.function_created = pool, cfg.name, cfg.created
         pool.all.add(stem)
         try:
             await stem.specialise(code_fd, self._injector, self._environ(cfg, rt, stem.id), cfg.spec.memory_mb,

@@ -66,6 +66,12 @@ class FunctionRegistry:
     def exists(self, name: str) -> bool:
         return name in self._functions
 
+    def is_current(self, name: str, created: float) -> bool:
+        """Whether ``name`` is still the function created at ``created``:
+        neither deleted nor deleted and created again (updates keep it)."""
+        cfg = self._functions.get(name)
+        return cfg is not None and cfg.created == created
+
     def list(self, max_items: int, marker: str) -> tuple[list[FunctionConfig], str]:
         if max_items == 0:
             max_items = DEFAULT_PAGE

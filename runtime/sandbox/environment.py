@@ -175,9 +175,12 @@ class Environment:
         self._limit_s = 0.0
         # A stem cell's first ready frame means "runtime loaded", not "function loaded".
         self.stem_waiting = STEM_ENV in spec.environ
-        # Owner bookkeeping, set by the invoker: its pool, function, memory size.
+        # Owner bookkeeping, set by the invoker: its pool, function (name and
+        # creation time, which tells a re-created function of the same name
+        # apart), memory size.
         self.owner = None
         self.function = ""
+        self.function_created = 0.0
         self.memory_mb = spec.memory_mb
         self.runtime_name = ""
         self.provisioned = False  # kept initialised at all times, never reaped

@@ -107,6 +107,27 @@ def test_delete_during_an_invocation_leaves_no_log_behind(client):
     assert list(client.logs.GetLogs(logs_pb2.GetLogsRequest(function_name="deleted-midway"), timeout=30)) == []
 
 
+def test_recreated_function_gets_none_of_the_old_ones_late_lines(client):
+    """A function deleted and created again under the same name while an
+    invocation of the old one still runs: the old invocation's later output
+    and platform lines belong to no function, least of all the new one."""
+    old = {"app.py": "import time\n\ndef handler(e, c):\n    print('early line of the first owner')\n"
+                     "    time.sleep(1)\n    print('late line of the first owner')\n    return 1\n"}
+    client.create("recreated-midway", old)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(client.invoke, "recreated-midway", {})
+        time.sleep(0.4)  # the handler is asleep
+        client.functions.DeleteFunction(functions_pb2.DeleteFunctionRequest(name="recreated-midway"))
+        client.create("recreated-midway", {"app.py": "def handler(e, c):\n    print('new owner')\n    return 2\n"})
+        assert client.invoke_json("recreated-midway")[1] == 2
+        old_call = call.result()
+        assert old_call.payload == b"1"  # the call it was serving still answers
+    time.sleep(0.5)  # past the agent's 200 ms log flush
+    events = list(client.logs.GetLogs(logs_pb2.GetLogsRequest(function_name="recreated-midway"), timeout=30))
+    assert [e.message for e in events if e.stream != logs_pb2.PLATFORM] == ["new owner"]
+    assert not [e for e in events if e.request_id == old_call.request_id]
+
+
 def test_json_lifecycle_log(fresh_agent):
     import json as _json
     fresh_agent.extra_args = ("--log-format", "json", "--log-level", "DEBUG", "--keep-alive", "1")
