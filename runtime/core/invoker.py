@@ -46,8 +46,6 @@ MAX_CLIENT_CONTEXT = 3583
 STEM_MEMORY_MB = 128
 STEM_TMP_MB = 512
 REPLENISH_DELAY_S = 0.1
-# Reply polling stays off this long after two invocations overlapped.
-POLL_QUIET_NS = 200_000_000
 # Bootstraps that can wait, loaded, for a function (frame P): Python's,
 # Node's and the Runtime API relay.
 STEM_FAMILIES = ("python", "node", "provided")
@@ -168,7 +166,6 @@ class Invoker:
         self._provisioning: set[str] = set()
         self._closing = False
         self._active = 0  # invoke() calls under way, wherever they are
-        self._overlap_ns = 0  # when an invoke() last began while another was under way
         self._poll_ns = settings.reply_poll_us * 1000
         self._stem_target = settings.stem_cells if settings.stem_cells and stem_cells_supported(host) else 0
         # Attaches code inside specialised stem cells (a process of its own).
@@ -177,12 +174,9 @@ class Invoker:
 
     # -- public ----------------------------------------------------------------
     async def invoke(self, cmd: InvokeCommand) -> InvokeResult:
-        t0 = time.perf_counter_ns()
-        if self._active:
-            self._overlap_ns = t0
         self._active += 1
         try:
-            return await self._invoke(cmd, t0)
+            return await self._invoke(cmd, time.perf_counter_ns())
         finally:
             self._active -= 1
 
@@ -235,13 +229,11 @@ class Invoker:
                 outcome_payload = json.dumps(doc).encode()
                 error_type, handler_ns = doc.get("errorType", FunctionErrorType.UNKNOWN), 0
             else:
-                # Poll for the reply only when calls come one at a time: this
-                # is the one under way and none overlapped lately (under load
-                # the next requests wait inside gRPC, where the count cannot
-                # see them, and polling blocks the loop); and only when this
-                # environment's last reply came within the polling time.
-                poll_ns = self._poll_ns if (self._active == 1 and t0 - self._overlap_ns > POLL_QUIET_NS
-                                            and env.reply_ns <= self._poll_ns) else 0
+                # Poll for the reply only when this is the one invocation
+                # under way (polling also stops when the loop has other work:
+                # Environment._poll_reply) and this environment's last reply
+                # came within the polling time.
+                poll_ns = self._poll_ns if self._active == 1 and env.reply_ns <= self._poll_ns else 0
                 outcome = await env.invoke(request_id, payload, cfg.spec.timeout_seconds, cfg.arn,
                                            client_context, poll_ns)
                 outcome_payload, error_type, handler_ns = outcome.payload, outcome.error_type, outcome.handler_ns

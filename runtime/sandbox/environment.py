@@ -319,7 +319,7 @@ class Environment:
         self._limit_s = timeout_s
         self._timer = self._loop.call_later(timeout_s, self._on_timeout, "timeout")
         sent_ns = time.perf_counter_ns()
-        if poll_ns:
+        if poll_ns and not self._transport.get_write_buffer_size():  # else the event is not all sent yet
             self._poll_reply(waiter, sent_ns + poll_ns)
         try:
             kind, body = await waiter
@@ -353,21 +353,42 @@ class Environment:
         return Outcome(body, doc["errorType"], 0, fatal=True)
 
     def _poll_reply(self, waiter: asyncio.Future, until_ns: int) -> None:
-        """Reads the control socket without sleeping until the reply has
-        resolved ``waiter`` or ``until_ns`` (perf_counter) has passed.
+        """Waits for the reply without sleeping: until it has resolved
+        ``waiter``, ``until_ns`` (perf_counter) has passed, or the event loop
+        has anything else to do.
 
         Sleeping in the event loop and being woken for a short reply costs
         the agent tens of microseconds on a virtual machine, whose idle CPUs
         halt (the wake-up is an interrupt through the hypervisor). Polling
-        keeps this CPU awake while the sandbox runs on another one; it also
-        blocks the loop, so the invoker asks for it only while this is the
-        agent's one invocation in flight and the function answers quickly.
-        Anything but data (EOF, an error) is left to the transport."""
-        recv, clock, control = self._sock.recv, time.perf_counter_ns, self._control
+        keeps this CPU awake while the sandbox runs on another one. It blocks
+        the loop, so each turn first asks the loop's own selector, without
+        waiting, what is ready: anything but this environment's socket and
+        log pipes (a new request from gRPC, another environment's reply) or a
+        callback already due ends the poll at once. Anything but data (EOF,
+        an error) is left to the transport, which shares the frame parser.
+
+        The selector and the ready queue are attributes of asyncio's
+        selector event loop (``_selector``, ``_ready``); on a loop without
+        them there is no polling."""
+        selector = getattr(self._loop, "_selector", None)
+        due = getattr(self._loop, "_ready", None)
+        if selector is None or due is None:
+            return
+        ours = {self._sock.fileno(), *self._log_fds}
+        select, recv, clock, control = selector.select, self._sock.recv, time.perf_counter_ns, self._control
         while not waiter.done():
+            if due:
+                return
+            ready = select(0)
+            if not ready:
+                if clock() > until_ns:
+                    return
+                continue
+            if any(key.fd not in ours for key, _ in ready):
+                return
             try:
                 data = recv(LOG_READ)
-            except BlockingIOError:
+            except BlockingIOError:  # only a log pipe is ready: output, read after the reply
                 if clock() > until_ns:
                     return
                 continue
