@@ -111,3 +111,36 @@ def test_invoke_with_polling_returns_the_reply_and_records_its_time():
         peer.close()
 
     asyncio.run(scenario())
+
+
+def test_polling_stops_at_once_when_the_loop_has_other_work():
+    """A request from gRPC or another environment's reply (any other ready
+    descriptor), or a callback already due, ends the poll at once."""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        env, peer = await _connected_environment()
+        env._waiter = waiter = loop.create_future()
+        env.state = State.BUSY
+        other, other_peer = socket.socketpair()
+        loop.add_reader(other.fileno(), lambda: None)
+        other_peer.sendall(b"x")  # someone else's input is ready
+        t0 = time.perf_counter_ns()
+        env._poll_reply(waiter, t0 + 2_000_000_000)
+        assert time.perf_counter_ns() - t0 < 1_000_000_000, "kept polling while the loop had work"
+        assert not waiter.done()
+        loop.remove_reader(other.fileno())
+
+        loop.call_soon(lambda: None)  # a callback is due
+        t0 = time.perf_counter_ns()
+        env._poll_reply(waiter, t0 + 2_000_000_000)
+        assert time.perf_counter_ns() - t0 < 1_000_000_000, "kept polling with a callback due"
+        await asyncio.sleep(0)
+
+        peer.sendall(_reply(b"S", 1, b"null"))  # the reply itself is not "other work"
+        env._poll_reply(waiter, time.perf_counter_ns() + 2_000_000_000)
+        assert waiter.done()
+        for s in (other, other_peer, peer):
+            s.close()
+        env._transport.abort()
+
+    asyncio.run(scenario())
