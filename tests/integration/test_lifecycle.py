@@ -93,17 +93,30 @@ def test_delete_forgets_logs(client):
     assert "secret of the first owner" not in logs()
 
 
-def test_delete_during_an_invocation_leaves_no_log_behind(client):
-    code = {"app.py": "import time\n\ndef handler(e, c):\n    time.sleep(1)\n"
-                      "    print('late line of the first owner')\n    return 1\n"}
-    client.create("deleted-midway", code)
+SLOW_FIRST_OWNER = {"app.py": "import time\n\ndef handler(e, c):\n    print('early line of the first owner')\n"
+                               "    time.sleep(1)\n    print('late line of the first owner')\n    return 1\n"}
+
+
+def _delete_midway(client, name: str, then=None):
+    """Deploys SLOW_FIRST_OWNER as ``name``, deletes it while an invocation
+    sleeps in its handler, runs ``then()`` (still during that invocation),
+    and returns the invocation's response once it has answered."""
+    client.create(name, SLOW_FIRST_OWNER)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        call = pool.submit(client.invoke, "deleted-midway", {})
+        call = pool.submit(client.invoke, name, {})
         time.sleep(0.4)  # the handler is asleep
-        client.functions.DeleteFunction(functions_pb2.DeleteFunctionRequest(name="deleted-midway"))
-        assert call.result().payload == b"1"  # the call it was serving still answers
-    client.create("deleted-midway", {"app.py": "def handler(e, c):\n    return 2\n"})
+        client.functions.DeleteFunction(functions_pb2.DeleteFunctionRequest(name=name))
+        if then is not None:
+            then()
+        response = call.result()
+    assert response.payload == b"1"  # the call it was serving still answers
     time.sleep(0.5)  # past the agent's 200 ms log flush
+    return response
+
+
+def test_delete_during_an_invocation_leaves_no_log_behind(client):
+    _delete_midway(client, "deleted-midway")
+    client.create("deleted-midway", {"app.py": "def handler(e, c):\n    return 2\n"})
     assert list(client.logs.GetLogs(logs_pb2.GetLogsRequest(function_name="deleted-midway"), timeout=30)) == []
 
 
@@ -111,18 +124,11 @@ def test_recreated_function_gets_none_of_the_old_ones_late_lines(client):
     """A function deleted and created again under the same name while an
     invocation of the old one still runs: the old invocation's later output
     and platform lines belong to no function, least of all the new one."""
-    old = {"app.py": "import time\n\ndef handler(e, c):\n    print('early line of the first owner')\n"
-                     "    time.sleep(1)\n    print('late line of the first owner')\n    return 1\n"}
-    client.create("recreated-midway", old)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        call = pool.submit(client.invoke, "recreated-midway", {})
-        time.sleep(0.4)  # the handler is asleep
-        client.functions.DeleteFunction(functions_pb2.DeleteFunctionRequest(name="recreated-midway"))
+    def recreate():
         client.create("recreated-midway", {"app.py": "def handler(e, c):\n    print('new owner')\n    return 2\n"})
         assert client.invoke_json("recreated-midway")[1] == 2
-        old_call = call.result()
-        assert old_call.payload == b"1"  # the call it was serving still answers
-    time.sleep(0.5)  # past the agent's 200 ms log flush
+
+    old_call = _delete_midway(client, "recreated-midway", recreate)
     events = list(client.logs.GetLogs(logs_pb2.GetLogsRequest(function_name="recreated-midway"), timeout=30))
     assert [e.message for e in events if e.stream != logs_pb2.PLATFORM] == ["new owner"]
     assert not [e for e in events if e.request_id == old_call.request_id]
