@@ -35,7 +35,7 @@ from runtime.errors import (AgentError, FunctionErrorType, InvalidRequestContent
 from runtime.jail.cgroups import cpu_ms_for_memory
 from runtime.sandbox.codemount import Injector, open_code_tree
 from runtime.sandbox.codemount import supported as code_mounts_supported
-from runtime.sandbox.environment import STEM_ENV, Environment, InitFailed, State
+from runtime.sandbox.environment import POLL_OUTCOMES, STEM_ENV, Environment, InitFailed, State
 from runtime.sandbox.host import SandboxHost
 
 log = logging.getLogger("runtime.invoker")
@@ -166,6 +166,7 @@ class Invoker:
         self._provisioning: set[str] = set()
         self._closing = False
         self._active = 0  # invoke() calls under way, wherever they are
+        self.reply_polls = dict.fromkeys(POLL_OUTCOMES, 0)  # how reply polls ended, agent-wide
         self._poll_ns = settings.reply_poll_us * 1000
         self._stem_target = settings.stem_cells if settings.stem_cells and stem_cells_supported(host) else 0
         # Attaches code inside specialised stem cells (a process of its own).
@@ -236,6 +237,8 @@ class Invoker:
                 poll_ns = self._poll_ns if self._active == 1 and env.reply_ns <= self._poll_ns else 0
                 outcome = await env.invoke(request_id, payload, cfg.spec.timeout_seconds, cfg.arn,
                                            client_context, poll_ns)
+                if env.poll_outcome:
+                    self.reply_polls[env.poll_outcome] += 1
                 outcome_payload, error_type, handler_ns = outcome.payload, outcome.error_type, outcome.handler_ns
         except BaseException:
             self.logs.discard(request_id)
@@ -307,7 +310,7 @@ class Invoker:
         for runtime, cells in self._stems.items():
             if cells:  # stem cells belong to no function yet: labelled by runtime
                 environments[(f"stem-{runtime}", "stem")] = len(cells)
-        return {"environments": environments, "concurrent": concurrent,
+        return {"environments": environments, "concurrent": concurrent, "reply_polls": dict(self.reply_polls),
                 "budget_bytes": self.budget_mb * 1024 * 1024, "used_bytes": self._memory_mb * 1024 * 1024}
 
     def start(self) -> None:

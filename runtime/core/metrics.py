@@ -5,8 +5,9 @@ event loop (the only writer, so no lock) and turned into Prometheus
 families by a collector at scrape time. prometheus_client's own Counter and
 Histogram take a lock per update; on a path that runs once per invocation
 that cost about three times as much. Gauges (environments by state,
-concurrency, memory budget) cost nothing per call either: a collector reads
-them from the invoker at scrape time. Labelled by ``function``; error
+concurrency, memory budget) and the agent-wide reply-poll counters cost
+nothing per call either: a collector reads them from the invoker at scrape
+time. Labelled by ``function``; error
 types, throttle reasons and start kinds are small closed sets.
 
 The scrape runs in the exporter's thread: it copies each dict before
@@ -174,3 +175,10 @@ class _GaugeCollector:
                                 value=snap["budget_bytes"])
         yield GaugeMetricFamily("runtime_memory_budget_used_bytes", "Memory of the environments alive now",
                                 value=snap["used_bytes"])
+        polls = CounterMetricFamily("runtime_reply_polls", "Invocations whose reply the agent polled for "
+                                    "(--reply-poll-us) by how the poll ended: answered (reply read), expired "
+                                    "(polling time passed), yielded (the event loop had other work)",
+                                    labels=["outcome"])
+        for outcome, n in snap.get("reply_polls", {}).items():
+            polls.add_metric([outcome], n)
+        yield polls

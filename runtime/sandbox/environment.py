@@ -51,6 +51,10 @@ LOG_READ = 65536
 NSJAIL_FAILED = 255
 STEM_ENV = "_RUNTIME_STEM_CELL"
 
+# How a reply poll ended: the reply was read; the polling time passed; the
+# event loop had other work, or the socket an error or EOF (left to the loop).
+POLL_OUTCOMES = ("answered", "expired", "yielded")
+
 LogSink = Callable[["Environment", str, str, bytes], None]  # (env, request_id, stream, line)
 
 
@@ -162,8 +166,10 @@ class Environment:
         self._transport: asyncio.Transport | None = None
         self._control: _Control | None = None
         self._sock: socket.socket | None = None
-        # How long the last invocation's reply took (ns from sending the event).
+        # How long the last invocation's reply took (ns from sending the event),
+        # and how polling for it ended: "" (not polled) or a POLL_OUTCOMES key.
         self.reply_ns = 0
+        self.poll_outcome = ""
         self._waiter: asyncio.Future | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._log_fds: dict[int, str] = {}
@@ -319,8 +325,9 @@ class Environment:
         self._limit_s = timeout_s
         self._timer = self._loop.call_later(timeout_s, self._on_timeout, "timeout")
         sent_ns = time.perf_counter_ns()
+        self.poll_outcome = ""
         if poll_ns and not self._transport.get_write_buffer_size():  # else the event is not all sent yet
-            self._poll_reply(waiter, sent_ns + poll_ns)
+            self.poll_outcome = self._poll_reply(waiter, sent_ns + poll_ns)
         try:
             kind, body = await waiter
         finally:
@@ -352,7 +359,7 @@ class Environment:
         doc = json.loads(body)
         return Outcome(body, doc["errorType"], 0, fatal=True)
 
-    def _poll_reply(self, waiter: asyncio.Future, until_ns: int) -> None:
+    def _poll_reply(self, waiter: asyncio.Future, until_ns: int) -> str:
         """Waits for the reply without sleeping: until it has resolved
         ``waiter``, ``until_ns`` (perf_counter) has passed, or the event loop
         has anything else to do.
@@ -369,34 +376,35 @@ class Environment:
 
         The selector and the ready queue are attributes of asyncio's
         selector event loop (``_selector``, ``_ready``); on a loop without
-        them there is no polling."""
+        them there is no polling. Returns how it ended (POLL_OUTCOMES)."""
         selector = getattr(self._loop, "_selector", None)
         due = getattr(self._loop, "_ready", None)
         if selector is None or due is None:
-            return
+            return "yielded"
         ours = {self._sock.fileno(), *self._log_fds}
         select, recv, clock, control = selector.select, self._sock.recv, time.perf_counter_ns, self._control
         while not waiter.done():
             if due:
-                return
+                return "yielded"
             ready = select(0)
             if not ready:
                 if clock() > until_ns:
-                    return
+                    return "expired"
                 continue
             if any(key.fd not in ours for key, _ in ready):
-                return
+                return "yielded"
             try:
                 data = recv(LOG_READ)
             except BlockingIOError:  # only a log pipe is ready: output, read after the reply
                 if clock() > until_ns:
-                    return
+                    return "expired"
                 continue
             except OSError:
-                return
+                return "yielded"
             if not data:
-                return
+                return "yielded"
             control.data_received(data)
+        return "answered"
 
     # -- events --------------------------------------------------------------
     def _resolve(self, kind: bytes, body: bytes) -> None:

@@ -138,6 +138,25 @@ def test_prometheus_metrics_match_invocations(fresh_agent):
     assert samples[("runtime_memory_budget_used_bytes", ())] == 128 * 1024 * 1024
     phases = {dict(k[1]).get("phase") for k in samples if k[0] == "runtime_phase_duration_seconds_count"}
     assert {"sandbox", "code_load", "handler"} <= phases
+    # One call at a time: each was polled for (the first always: no reply
+    # yet to say it is slow) unless the one before answered too slowly.
+    polls = {o: samples[("runtime_reply_polls_total", (("outcome", o),))] for o in ("answered", "expired", "yielded")}
+    assert 1 <= sum(polls.values()) <= 7, polls
+    c.close()
+
+
+def test_reply_polls_are_not_counted_when_polling_is_off(fresh_agent):
+    fresh_agent.extra_args = ("--metrics-listen", "127.0.0.1:0", "--reply-poll-us", "0")
+    fresh_agent.start()
+    port = fresh_agent.serving_info()["metrics_port"]
+    c = Client(fresh_agent.target)
+    c.create("unpolled", {"app.py": "def handler(e, c):\n    return 1\n"})
+    for _ in range(3):
+        c.invoke("unpolled", {})
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    polls = {s.labels["outcome"]: s.value for family in text_string_to_metric_families(text)
+             for s in family.samples if s.name == "runtime_reply_polls_total"}
+    assert polls == {"answered": 0, "expired": 0, "yielded": 0}
     c.close()
 
 

@@ -37,7 +37,7 @@ def test_a_reply_already_sent_is_taken_without_the_event_loop():
         env._waiter = waiter = asyncio.get_running_loop().create_future()
         env.state = State.BUSY
         peer.sendall(_reply(b"S", 42, b'"done"'))
-        env._poll_reply(waiter, time.perf_counter_ns() + 1_000_000_000)
+        assert env._poll_reply(waiter, time.perf_counter_ns() + 1_000_000_000) == "answered"
         # Resolved synchronously: no await happened since the reply was sent.
         assert waiter.done() and waiter.result() == (b"S", struct.pack(">Q", 42) + b'"done"')
         env._transport.abort()
@@ -54,7 +54,7 @@ def test_polling_gives_up_after_its_time_and_the_loop_finishes_the_frame():
         frame = _reply(b"S", 7, b"[1, 2, 3]")
         peer.sendall(frame[:9])  # header and part of the body only
         t0 = time.perf_counter_ns()
-        env._poll_reply(waiter, t0 + 2_000_000)
+        assert env._poll_reply(waiter, t0 + 2_000_000) == "expired"
         assert not waiter.done()
         assert time.perf_counter_ns() - t0 >= 2_000_000, "returned before its polling time"
         peer.sendall(frame[9:])  # the rest arrives through the transport, same parser state
@@ -75,7 +75,7 @@ def test_polling_leaves_eof_to_the_transport():
         env.state = State.BUSY
         peer.close()
         t0 = time.perf_counter_ns()
-        env._poll_reply(waiter, t0 + 1_000_000_000)
+        assert env._poll_reply(waiter, t0 + 1_000_000_000) == "yielded"
         assert time.perf_counter_ns() - t0 < 500_000_000, "kept polling a closed socket"
         assert not waiter.done()
         for _ in range(100):  # the transport sees the same EOF and reports it
@@ -107,6 +107,9 @@ def test_invoke_with_polling_returns_the_reply_and_records_its_time():
         assert outcome.payload == b'{"id": "rid-1"}' and outcome.error_type == "" and outcome.handler_ns == 1000
         assert env.state is State.IDLE and env.invocations == 1
         assert 0 < env.reply_ns < 2_000_000_000
+        # The executor thread that plays the bootstrap wakes the loop when it
+        # returns, which can end the poll before the reply is read: both fine.
+        assert env.poll_outcome in ("answered", "yielded")
         env._transport.abort()
         peer.close()
 
@@ -125,19 +128,19 @@ def test_polling_stops_at_once_when_the_loop_has_other_work():
         loop.add_reader(other.fileno(), lambda: None)
         other_peer.sendall(b"x")  # someone else's input is ready
         t0 = time.perf_counter_ns()
-        env._poll_reply(waiter, t0 + 2_000_000_000)
+        assert env._poll_reply(waiter, t0 + 2_000_000_000) == "yielded"
         assert time.perf_counter_ns() - t0 < 1_000_000_000, "kept polling while the loop had work"
         assert not waiter.done()
         loop.remove_reader(other.fileno())
 
         loop.call_soon(lambda: None)  # a callback is due
         t0 = time.perf_counter_ns()
-        env._poll_reply(waiter, t0 + 2_000_000_000)
+        assert env._poll_reply(waiter, t0 + 2_000_000_000) == "yielded"
         assert time.perf_counter_ns() - t0 < 1_000_000_000, "kept polling with a callback due"
         await asyncio.sleep(0)
 
         peer.sendall(_reply(b"S", 1, b"null"))  # the reply itself is not "other work"
-        env._poll_reply(waiter, time.perf_counter_ns() + 2_000_000_000)
+        assert env._poll_reply(waiter, time.perf_counter_ns() + 2_000_000_000) == "answered"
         assert waiter.done()
         for s in (other, other_peer, peer):
             s.close()
