@@ -123,8 +123,8 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
         "reads the sandbox's reply without sleeping. The row 'reply polling off' is a second agent started with "
         "`--reply-poll-us 0`, measured in the same alternating blocks: p50 "
         f"{statistics.median(nopoll_ratios):.2f}× echo (rounds: " + ", ".join(f"{x:.2f}" for x in nopoll_ratios)
-        + f"), start kinds {_kinds(nopoll_kinds)}. Under concurrent load the agent does not poll, so the "
-        "throughput rows are the same either way.",
+        + f"), start kinds {_kinds(nopoll_kinds)}. Under concurrent load a poll yields at once to the other work "
+        "(one look at the event loop's selector), so the throughput rows stand for both.",
     ]
     return Section(
         "warm", "Floor (gRPC echo) and warm Invoke", notes,
