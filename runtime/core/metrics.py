@@ -179,6 +179,6 @@ class _GaugeCollector:
                                     "(--reply-poll-us) by how the poll ended: answered (reply read), expired "
                                     "(polling time passed), yielded (the event loop had other work)",
                                     labels=["outcome"])
-        for outcome, n in snap.get("reply_polls", {}).items():
+        for outcome, n in snap["reply_polls"].items():
             polls.add_metric([outcome], n)
         yield polls

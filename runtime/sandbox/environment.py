@@ -160,6 +160,11 @@ class Environment:
         self.exit_status: int | None = None
         self.dead_reason = ""
         self._loop = asyncio.get_running_loop()
+        # What reply polling looks at (see _poll_reply): the loop's selector
+        # and ready queue, and this environment's own descriptors (set at start).
+        self._loop_selector = getattr(self._loop, "_selector", None)
+        self._loop_ready = getattr(self._loop, "_ready", None)
+        self._own_fds: frozenset[int] = frozenset()
         self._proc: subprocess.Popen | None = None
         self._pidfd = -1
         self._init_pid = 0          # host pid of the sandbox's pid 1, once looked up
@@ -232,6 +237,7 @@ class Environment:
         self._loop.add_reader(self._pidfd, self._on_exit)
         parent_sock.setblocking(False)
         self._sock = parent_sock
+        self._own_fds = frozenset((parent_sock.fileno(), *self._log_fds))
         self._transport, self._control = await self._loop.connect_accepted_socket(
             lambda: _Control(self), parent_sock)
         self._waiter = self._loop.create_future()
@@ -377,11 +383,9 @@ class Environment:
         The selector and the ready queue are attributes of asyncio's
         selector event loop (``_selector``, ``_ready``); on a loop without
         them there is no polling. Returns how it ended (POLL_OUTCOMES)."""
-        selector = getattr(self._loop, "_selector", None)
-        due = getattr(self._loop, "_ready", None)
+        selector, due, ours = self._loop_selector, self._loop_ready, self._own_fds
         if selector is None or due is None:
             return "yielded"
-        ours = {self._sock.fileno(), *self._log_fds}
         select, recv, clock, control = selector.select, self._sock.recv, time.perf_counter_ns, self._control
         while not waiter.done():
             if due:

@@ -25,17 +25,25 @@ async def _connected_environment():
     env = Environment("poll-test", types.SimpleNamespace(environ={}, memory_mb=128), None, lambda *a: None)
     ours.setblocking(False)
     env._sock = ours
+    env._own_fds = frozenset((ours.fileno(),))
     env._transport, env._control = await asyncio.get_running_loop().connect_accepted_socket(
         lambda: _Control(env), ours)
     env.state = State.IDLE
     return env, peer
 
 
+def _awaiting_reply(env) -> asyncio.Future:
+    """Puts ``env`` in the state invoke() leaves it in after sending an
+    event; returns the future the reply resolves."""
+    env._waiter = asyncio.get_running_loop().create_future()
+    env.state = State.BUSY
+    return env._waiter
+
+
 def test_a_reply_already_sent_is_taken_without_the_event_loop():
     async def scenario():
         env, peer = await _connected_environment()
-        env._waiter = waiter = asyncio.get_running_loop().create_future()
-        env.state = State.BUSY
+        waiter = _awaiting_reply(env)
         peer.sendall(_reply(b"S", 42, b'"done"'))
         assert env._poll_reply(waiter, time.perf_counter_ns() + 1_000_000_000) == "answered"
         # Resolved synchronously: no await happened since the reply was sent.
@@ -49,8 +57,7 @@ def test_a_reply_already_sent_is_taken_without_the_event_loop():
 def test_polling_gives_up_after_its_time_and_the_loop_finishes_the_frame():
     async def scenario():
         env, peer = await _connected_environment()
-        env._waiter = waiter = asyncio.get_running_loop().create_future()
-        env.state = State.BUSY
+        waiter = _awaiting_reply(env)
         frame = _reply(b"S", 7, b"[1, 2, 3]")
         peer.sendall(frame[:9])  # header and part of the body only
         t0 = time.perf_counter_ns()
@@ -71,8 +78,7 @@ def test_polling_leaves_eof_to_the_transport():
         env, peer = await _connected_environment()
         lost = []
         env._on_control_lost = lambda: lost.append(True)
-        env._waiter = waiter = asyncio.get_running_loop().create_future()
-        env.state = State.BUSY
+        waiter = _awaiting_reply(env)
         peer.close()
         t0 = time.perf_counter_ns()
         assert env._poll_reply(waiter, t0 + 1_000_000_000) == "yielded"
@@ -122,8 +128,7 @@ def test_polling_stops_at_once_when_the_loop_has_other_work():
     async def scenario():
         loop = asyncio.get_running_loop()
         env, peer = await _connected_environment()
-        env._waiter = waiter = loop.create_future()
-        env.state = State.BUSY
+        waiter = _awaiting_reply(env)
         other, other_peer = socket.socketpair()
         loop.add_reader(other.fileno(), lambda: None)
         other_peer.sendall(b"x")  # someone else's input is ready
