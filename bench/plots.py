@@ -58,6 +58,8 @@ def _latency_cdf(plt, results):
     _cdf(ax, warm["_warm_ns"], f"warm Invoke, p50 {warm['warm']['p50_us'] / 1e3:.3f} ms")
     if "_nopoll_ns" in warm:
         _cdf(ax, warm["_nopoll_ns"], f"warm Invoke, reply polling off, p50 {warm['warm_nopoll']['p50_us'] / 1e3:.3f} ms")
+    if "_dry_ns" in warm:
+        _cdf(ax, warm["_dry_ns"], f"DRY_RUN Invoke (no sandbox), p50 {warm['dry_run']['p50_us'] / 1e3:.3f} ms")
     # The tail is what matters beyond p50; a log x axis keeps p99 readable.
     ax.set_xscale("log")
     ax.set_xlabel("latency per call, ms (log scale)")

@@ -69,6 +69,10 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
     warm_all = Summary.of([x for r in latency["warm"] for x in r])
     nopoll_all = Summary.of([x for r in latency["warm-nopoll"] for x in r])
     nopoll_ratios = [Summary.of(n).p50_us / Summary.of(e).p50_us for e, n in zip(latency["echo"], latency["warm-nopoll"])]
+    dry_all = Summary.of([x for r in latency["dry"] for x in r])
+    dry_lat = [Summary.of(d).p50_us / Summary.of(e).p50_us for e, d in zip(latency["echo"], latency["dry"])]
+    dry_rps = [d.rps / e.rps if e.rps else 0.0
+               for e, d in zip(tput[("echo", top, cfg.client)], tput[("dry", top, cfg.client)])]
     per_round, lat_ratios, rps_ratios = [], [], []
     for i, (e, w) in enumerate(zip(latency["echo"], latency["warm"])):
         es, ws = Summary.of(e), Summary.of(w)
@@ -87,7 +91,7 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
         for r in runs:
             for k, v in r.labels.items():
                 labels[k] = labels.get(k, 0) + v
-        label = "echo (floor)" if name == "echo" else "warm Invoke"
+        label = {"echo": "echo (floor)", "warm": "warm Invoke", "dry": "DRY_RUN Invoke (no sandbox)"}[name]
         tput_rows.append([label, str(c), client, f"{statistics.median(rps):,.0f}",
                           " / ".join(f"{x:,.0f}" for x in rps), ms(lat.p50_us), ms(lat.p99_us),
                           str(sum(r.errors for r in runs)), _kinds(labels)])
@@ -125,11 +129,20 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
         f"{statistics.median(nopoll_ratios):.2f}× echo (rounds: " + ", ".join(f"{x:.2f}" for x in nopoll_ratios)
         + f"), start kinds {_kinds(nopoll_kinds)}. Under concurrent load a poll yields at once to the other work "
         "(one look at the event loop's selector), so the throughput rows stand for both.",
+        "The row 'DRY_RUN Invoke (no sandbox)' is the agent of record answering the same request with "
+        "`invocation_type DRY_RUN`: protobuf, the servicer, validation, a request id and the response, and no "
+        "environment. It is measured in the same alternating latency blocks and, at "
+        f"{top} in flight, after echo and warm in each round: p50 {statistics.median(dry_lat):.2f}× echo (rounds: "
+        + ", ".join(f"{x:.2f}" for x in dry_lat) + f"), throughput {statistics.median(dry_rps):.2f}× echo "
+        "(rounds: " + ", ".join(f"{x:.2f}" for x in dry_rps) + "). This is the part of each gap to echo that "
+        "no sandbox work can win back; a warm call adds the round trip to its environment and its accounting "
+        "(CPU and memory reads, usage, platform log lines) on top.",
     ]
     return Section(
         "warm", "Floor (gRPC echo) and warm Invoke", notes,
         [Table(SUMMARY_HEADER, [summary_row("echo (floor)", echo_all), summary_row("warm Invoke", warm_all),
-                                summary_row("warm Invoke, reply polling off", nopoll_all)],
+                                summary_row("warm Invoke, reply polling off", nopoll_all),
+                                summary_row("DRY_RUN Invoke (no sandbox)", dry_all)],
                "Latency at concurrency 1: sync grpc client in the benchmark process, all rounds pooled."),
          Table(["round", "echo p50", "echo p99", "warm p50", "warm p99", "p50 ratio",
                 f"echo calls/s @{top}", f"warm calls/s @{top}", "throughput ratio"], per_round,
@@ -140,11 +153,12 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
         targets,
         {"echo": dataclasses.asdict(echo_all), "warm": dataclasses.asdict(warm_all),
          "warm_nopoll": dataclasses.asdict(nopoll_all), "nopoll_p50_ratios": nopoll_ratios, "p50_ratios": lat_ratios,
+         "dry_run": dataclasses.asdict(dry_all), "dry_run_p50_ratios": dry_lat, "dry_run_throughput_ratios": dry_rps,
          "throughput_ratios": rps_ratios, "throughput": tput_data, "start_kinds": kinds,
          "cpu_throttling": {k: {"periods": p, "throttled": t, "throttled_ms": ns / 1e6}
                             for k, (p, t, ns) in throttling.items()},
          "_echo_ns": [x for r in latency["echo"] for x in r], "_warm_ns": [x for r in latency["warm"] for x in r],
-         "_nopoll_ns": [x for r in latency["warm-nopoll"] for x in r]})
+         "_nopoll_ns": [x for r in latency["warm-nopoll"] for x in r], "_dry_ns": [x for r in latency["dry"] for x in r]})
 
 
 def _client_comparison(tput, top: int) -> str:

@@ -49,6 +49,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import grpc  # noqa: E402
+from runtime.v1 import invoker_pb2  # noqa: E402
 
 import echo_server  # noqa: E402
 import host  # noqa: E402
@@ -148,10 +149,16 @@ def section_warm(ctx: Context) -> Section:
     if echo_call(request) != request:
         raise RuntimeError("echo server did not echo")
     make = functools.partial(workloads.invoke_request, workloads.WARM_FUNCTION)
+    dry_request = workloads.dry_run_request(workloads.WARM_FUNCTION)
+    if invoker_pb2.InvokeResponse.FromString(agent.invoke_raw(dry_request)).status_code != 204:
+        raise RuntimeError("a DRY_RUN Invoke was not answered 204")
     servers = {
         "echo": (lambda: echo_call(request), loadgen.Target(echo.target, echo_server.METHOD), None),
         "warm": (lambda: agent.invoke_raw(request), loadgen.Target(agent.target, workloads.INVOKE_METHOD),
                  workloads.start_kind),
+        # The agent of record answering DRY_RUN: the API layer without the sandbox.
+        "dry": (lambda: agent.invoke_raw(dry_request), loadgen.Target(agent.target, workloads.INVOKE_METHOD),
+                None),
     }
     top = max(cfg.concurrency)
     # Concurrent load grows the pool slowly (a new environment only when every
@@ -179,11 +186,12 @@ def _warm_rounds(ctx: Context, agent, nopoll, request: bytes, make, servers, env
     cfg = ctx.cfg
     top = max(cfg.concurrency)
     servers = {**servers, "warm-nopoll": (lambda: nopoll.invoke_raw(request), None, workloads.start_kind)}
-    latency: dict[str, list[list[int]]] = {"echo": [], "warm": [], "warm-nopoll": []}
+    latency: dict[str, list[list[int]]] = {"echo": [], "warm": [], "warm-nopoll": [], "dry": []}
     tput: dict[tuple[str, int, str], list[loadgen.ThroughputResult]] = {}
     kinds: dict[str, int] = {}
     nopoll_kinds: dict[str, int] = {}
     throttled: dict[str, list[int]] = {}   # phase -> [periods, throttled periods, throttled ns]
+    make_dry = functools.partial(workloads.dry_run_request, workloads.WARM_FUNCTION)
 
     def measured(phase: str, fn):
         """Runs fn, adding the environments' CPU-quota throttling meanwhile to ``phase``."""
@@ -199,7 +207,7 @@ def _warm_rounds(ctx: Context, agent, nopoll, request: bytes, make, servers, env
         progress(f"round {r + 1}/{cfg.rounds}: echo and warm latency, {cfg.calls} calls each")
         responses: dict[str, list] = {"warm": [], "warm-nopoll": []}
         got = measured("warm latency", lambda: loadgen.measure_latency_interleaved(
-            {name: servers[name][0] for name in (*order, "warm-nopoll")}, cfg.calls, cfg.block,
+            {name: servers[name][0] for name in (*order, "warm-nopoll", "dry")}, cfg.calls, cfg.block,
             cfg.warmup_calls, responses))
         for name in latency:
             latency[name].append(got[name])
@@ -216,6 +224,9 @@ def _warm_rounds(ctx: Context, agent, nopoll, request: bytes, make, servers, env
                     res = measured(f"{name} throughput {c} ({client})", lambda: loadgen.measure_throughput(
                         target, make, c, cfg.seconds, cfg.warmup_s, client, inspect))
                     tput.setdefault((name, c, client), []).append(res)
+        progress(f"round {r + 1}/{cfg.rounds}: DRY_RUN throughput, {top} in flight ({cfg.client})")
+        tput.setdefault(("dry", top, cfg.client), []).append(loadgen.measure_throughput(
+            servers["dry"][1], make_dry, top, cfg.seconds, cfg.warmup_s, cfg.client))
     warm_throttling = {k: v for k, v in throttled.items() if k.startswith("warm")}
     return report.warm_section(cfg, latency, tput, kinds, envs_before, agent.environment_count(), warm_throttling,
                                nopoll_kinds)

@@ -50,6 +50,13 @@ def invoke_request(function_name: str, i: int = 0, payload: bytes = NOOP_PAYLOAD
     return invoker_pb2.InvokeRequest(function_name=function_name, payload=payload).SerializeToString()
 
 
+def dry_run_request(function_name: str, i: int = 0, payload: bytes = NOOP_PAYLOAD) -> bytes:
+    """Serialised DRY_RUN InvokeRequest: the agent validates it and answers
+    204 without touching a sandbox, so it times the API layer alone."""
+    return invoker_pb2.InvokeRequest(function_name=function_name, payload=payload,
+                                     invocation_type=invoker_pb2.DRY_RUN).SerializeToString()
+
+
 def start_kind(response: bytes) -> str:
     """Labels a raw InvokeResponse "WARM", "COLD", ... ("ERROR:x" on a function error)."""
     resp = invoker_pb2.InvokeResponse.FromString(response)
