@@ -176,7 +176,13 @@ class Environment:
         self.reply_ns = 0
         self.poll_outcome = ""
         self._waiter: asyncio.Future | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None      # the init phase's time limit
+        # The time limit of invocations: one timer per environment, not one
+        # per call. It stays armed from call to call; firing before the
+        # deadline of the call under way (it was armed for an earlier one),
+        # it moves on to that deadline (see _on_watchdog).
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # loop time by which the call under way must answer
         self._log_fds: dict[int, str] = {}
         # Both log pipes, asked in one poll(2) after each invocation whether
         # anything is left to read (two reads that fail with EAGAIN cost more).
@@ -329,15 +335,17 @@ class Environment:
         self._waiter = waiter = self._loop.create_future()
         self._transport.write(b"".join((_HDR.pack(b"I", len(header) + len(payload)), header, payload)))
         self._limit_s = timeout_s
-        self._timer = self._loop.call_later(timeout_s, self._on_timeout, "timeout")
+        self._deadline = deadline = self._loop.time() + timeout_s
+        if self._watchdog is None or self._watchdog.when() > deadline:
+            self._arm_watchdog(deadline)
         sent_ns = time.perf_counter_ns()
         self.poll_outcome = ""
         if poll_ns and not self._transport.get_write_buffer_size():  # else the event is not all sent yet
             self.poll_outcome = self._poll_reply(waiter, sent_ns + poll_ns)
-        try:
-            kind, body = await waiter
-        finally:
-            self._cancel_timer()
+        # Cancelled (the caller gave up), the environment stays BUSY: the
+        # watchdog still ends the call at its deadline, and a reply that comes
+        # first ends the environment (_on_frame).
+        kind, body = await waiter
         self.reply_ns = time.perf_counter_ns() - sent_ns
         self.invocations += 1
         self.last_used = time.monotonic()
@@ -425,7 +433,13 @@ class Environment:
 
     def _on_frame(self, kind: bytes, body: bytes) -> None:
         expected = (b"R", b"E") if self.state is State.STARTING else (b"S", b"F")
-        if kind not in expected or self._waiter is None or self._waiter.done():
+        waiter = self._waiter
+        if kind in expected and waiter is not None and waiter.cancelled() and self.state is State.BUSY:
+            # Nobody waits for this reply, and the pool let go of the
+            # environment when its caller left: end it, as after a timeout.
+            self.destroy("its caller gave up before it answered")
+            return
+        if kind not in expected or waiter is None or waiter.done():
             self._on_protocol_error(f"unexpected frame {kind!r} while {self.state.value}")
             return
         self._resolve(kind, body)
@@ -445,6 +459,20 @@ class Environment:
     def _on_protocol_error(self, why: str) -> None:
         self._fail(FunctionErrorType.INVALID_RESPONSE, f"Runtime sent an invalid response: {why}")
         self.destroy(f"protocol error: {why}")
+
+    def _arm_watchdog(self, when: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog = self._loop.call_at(when, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        if self.state is not State.BUSY:
+            return  # the call it was armed for has answered; disarmed until the next one
+        if self._loop.time() >= self._deadline:
+            self._on_timeout("timeout")
+        else:
+            self._arm_watchdog(self._deadline)
 
     def _on_timeout(self, phase: str) -> None:
         self._timer = None
@@ -533,6 +561,9 @@ class Environment:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _cleanup_cgroup(self) -> None:
         if self.cgroup is not None:

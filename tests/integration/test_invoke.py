@@ -1,6 +1,8 @@
 """A deployed Python function runs in a real sandbox and answers over gRPC."""
 
+import glob
 import json
+import time
 
 import grpc
 import pytest
@@ -139,6 +141,40 @@ def test_timeout_kills_environment(client):
     resp, body = client.invoke_json("sleeper")
     assert body == 1, "a fresh environment replaced the killed one"
     assert resp.start_kind == invoker_pb2.COLD
+
+
+def test_timeout_holds_when_the_caller_gives_up_first(agent, client):
+    """A caller whose own deadline passes first stops waiting; its function
+    still gets no more than its timeout, an environment whose late reply
+    nobody takes is ended, and the function stays usable."""
+    name = "abandoned"
+    client.create(name, {"app.py": "import time\ndef handler(e, c):\n    if e.get('spin'):\n"
+                         "        while True:\n            time.sleep(0.05)\n    time.sleep(e.get('sleep', 0))\n"
+                         "    return 'ok'\n"},
+                  timeout_seconds=2)
+    assert client.invoke_json(name)[1] == "ok"
+    cgroups = f"/sys/fs/cgroup/pids/runtime-agent/*/{name}-*"
+    assert len(glob.glob(cgroups)) == 1
+    with pytest.raises(grpc.RpcError) as err:
+        client.invoke(name, {"spin": True}, timeout=0.5)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.monotonic() + 15
+    while glob.glob(cgroups) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not glob.glob(cgroups), "the abandoned invocation ran past its function's 2 s timeout"
+    resp, body = client.invoke_json(name)
+    assert body == "ok" and resp.start_kind == invoker_pb2.COLD
+    # Answered after its caller left, within the timeout:
+    with pytest.raises(grpc.RpcError):
+        client.invoke(name, {"sleep": 1}, timeout=0.3)
+    deadline = time.monotonic() + 15
+    while glob.glob(cgroups) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not glob.glob(cgroups)
+    assert client.invoke_json(name)[1] == "ok"
+    killed = [line for line in agent.log().splitlines() if "killed" in line and f"env={name}-" in line]
+    reasons = [line.split("reason=")[1].split()[0] for line in killed]
+    assert reasons == ["timeout", "its_caller_gave_up_before_it_answered"], killed
 
 
 def test_crash_is_exit_error_and_environment_replaced(client):
