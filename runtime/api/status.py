@@ -13,6 +13,7 @@ import functools
 import logging
 
 import grpc
+from google.protobuf.message import Message
 
 from runtime import errors
 
@@ -75,7 +76,7 @@ def guard(method):
         try:
             if isinstance(request, Malformed):
                 raise request.exception()
-            if hasattr(request, "__aiter__"):  # client stream: check each message as it comes
+            if not isinstance(request, Message):  # a client stream: check each message as it comes
                 request = _checked(request)
             return await method(self, request, context)
         except errors.AgentError as exc:

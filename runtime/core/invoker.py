@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from typing import Mapping
 
 from runtime.agentlog import event
@@ -89,6 +88,16 @@ class InvokeResult:
     timings: Timings
     log_tail: str = ""
     status_code: int = 200
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID in its text form, as ``str(uuid.uuid4())``
+    gives it, without building the UUID object: half the time per call."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def host_memory_mb() -> int:
@@ -201,7 +210,7 @@ class Invoker:
             except (ValueError, UnicodeDecodeError) as exc:
                 raise InvalidRequestContent("client_context", f"is not JSON: {exc}") from exc
             client_context = json.dumps(parsed, separators=(",", ":")).encode()  # one line
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         if cmd.dry_run:
             return InvokeResult(b"", "", "", request_id, cfg.version, "", Timings(), status_code=204)
         self.policy.record(cfg.name, time.monotonic())

@@ -3,6 +3,7 @@
 import glob
 import json
 import time
+import uuid
 
 import grpc
 import pytest
@@ -50,6 +51,8 @@ def test_invoke_returns_result_and_reuses_environment(client):
     assert resp2.start_kind == invoker_pb2.WARM
     assert resp2.timings.init_us == 0
     assert resp2.request_id != resp.request_id
+    for rid in (resp.request_id, resp2.request_id):  # random UUIDs in their usual text form, as Lambda's
+        assert str(uuid.UUID(rid)) == rid and uuid.UUID(rid).version == 4 and uuid.UUID(rid).variant == uuid.RFC_4122
 
 
 ENV_PROBE = """
