@@ -249,8 +249,10 @@ class Invoker:
                 if env.poll_outcome:
                     self.reply_polls[env.poll_outcome] += 1
                 outcome_payload, error_type, handler_ns = outcome.payload, outcome.error_type, outcome.handler_ns
-        except BaseException:
+        except BaseException:  # the call failed in the agent, or its caller gave up
             self.logs.discard(request_id)
+            if cmd.log_tail:
+                self.logs.end_capture(request_id)  # else its capture is kept for good
             raise
         finally:
             if env is not None:
