@@ -221,11 +221,11 @@ class Invoker:
             self.logs.start_capture(request_id)
         try:
             env, kind, init = await self._acquire(cfg)
-        except TooManyRequests as exc:
-            if self.metrics is not None:
+        except BaseException as exc:  # throttled, no sandbox, or the caller gave up meanwhile
+            if isinstance(exc, TooManyRequests) and self.metrics is not None:
                 self.metrics.throttled(cfg.name, exc.reason.split(":")[0])
             if cmd.log_tail:
-                self.logs.end_capture(request_id)
+                self.logs.end_capture(request_id)  # else its capture is kept for good
             raise
         t_env = time.perf_counter_ns()
         platform = self.settings.platform_logs
@@ -252,7 +252,7 @@ class Invoker:
         except BaseException:  # the call failed in the agent, or its caller gave up
             self.logs.discard(request_id)
             if cmd.log_tail:
-                self.logs.end_capture(request_id)  # else its capture is kept for good
+                self.logs.end_capture(request_id)
             raise
         finally:
             if env is not None:
