@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -34,7 +35,7 @@ from runtime.errors import (AgentError, FunctionErrorType, InvalidRequestContent
 from runtime.jail.cgroups import cpu_ms_for_memory
 from runtime.sandbox.codemount import Injector, open_code_tree
 from runtime.sandbox.codemount import supported as code_mounts_supported
-from runtime.sandbox.environment import POLL_OUTCOMES, STEM_ENV, Environment, InitFailed, State
+from runtime.sandbox.environment import POLL_OUTCOMES, STEM_ENV, Environment, InitFailed, InitTimings, Outcome, State
 from runtime.sandbox.host import SandboxHost
 
 log = logging.getLogger("runtime.invoker")
@@ -233,6 +234,7 @@ class Invoker:
         if platform:
             self.logs.begin(name, request_id, cfg.version)
         cpu0 = env.cpu_usage_ns() if init is None else 0
+        abandoned = False
         try:
             if isinstance(init, InitFailed):
                 doc = init.document
@@ -249,14 +251,37 @@ class Invoker:
                 if env.poll_outcome:
                     self.reply_polls[env.poll_outcome] += 1
                 outcome_payload, error_type, handler_ns = outcome.payload, outcome.error_type, outcome.handler_ns
-        except BaseException:  # the call failed in the agent, or its caller gave up
-            self.logs.discard(request_id)
+        except BaseException as exc:  # the call failed in the agent, or its caller gave up
+            if isinstance(exc, asyncio.CancelledError) and env.state is State.BUSY:
+                # The call runs on; it is logged, billed and released when it ends.
+                abandoned = True
+                env.abandon(functools.partial(self._settle_abandoned, cfg, request_id, kind, init, t0, t_env, cpu0))
+            else:
+                self.logs.discard(request_id)
             if cmd.log_tail:
                 self.logs.end_capture(request_id)
             raise
         finally:
-            if env is not None:
+            if not abandoned:
                 self._release(cfg, env)
+        timings = self._account(cfg, env, request_id, kind, init, t0, t_env, cpu0, error_type, handler_ns)
+        tail = self.logs.end_capture(request_id) if cmd.log_tail else ""
+        return InvokeResult(outcome_payload, "Unhandled" if error_type else "", error_type, request_id,
+                            cfg.version, kind, timings, tail)
+
+    def _settle_abandoned(self, cfg: FunctionConfig, request_id: str, kind: str,
+                          init: InitTimings | InitFailed | None,
+                          t0: int, t_env: int, cpu0: int, env: Environment, outcome: Outcome) -> None:
+        """The end of a call whose caller left (Environment.abandon)."""
+        self._release(cfg, env)
+        self._account(cfg, env, request_id, kind, init, t0, t_env, cpu0, outcome.error_type, outcome.handler_ns)
+
+    def _account(self, cfg: FunctionConfig, env: Environment, request_id: str, kind: str,
+                 init: InitTimings | InitFailed | None, t0: int, t_env: int, cpu0: int, error_type: str,
+                 handler_ns: int) -> Timings:
+        """Usage, the END and REPORT lines, metrics and the trace of one
+        finished call; returns its timings."""
+        name, platform = cfg.name, self.settings.platform_logs
         t1 = time.perf_counter_ns()
         cpu_ns = env.cpu_usage_ns() - cpu0 if init is None else 0
         sandbox_us = code_us = 0
@@ -288,9 +313,7 @@ class Invoker:
                 "handler": handler_ns / 1e9}, init_us / 1e6, error_type)
         if self.tracer is not None:
             self._trace(cfg, request_id, kind, env, t0, t_env, t1, handler_ns, error_type)
-        tail = self.logs.end_capture(request_id) if cmd.log_tail else ""
-        return InvokeResult(outcome_payload, "Unhandled" if error_type else "", error_type, request_id,
-                            cfg.version, kind, timings, tail)
+        return timings
 
     def _trace(self, cfg: FunctionConfig, request_id: str, kind: str, env: Environment, t0: int, t_env: int,
                t1: int, handler_ns: int, error_type: str) -> None:

@@ -180,6 +180,7 @@ class Environment:
         # and how polling for it ended: "" (not polled) or a POLL_OUTCOMES key.
         self.reply_ns = 0
         self.poll_outcome = ""
+        self._sent_ns = 0
         self._waiter: asyncio.Future | None = None
         self._timer: asyncio.TimerHandle | None = None      # the init phase's time limit
         # The time limit of invocations: one timer per environment, not one
@@ -206,6 +207,9 @@ class Environment:
         self.memory_mb = spec.memory_mb
         self.runtime_name = ""
         self.provisioned = False  # kept initialised at all times, never reaped
+        # Set through abandon() when the caller of the call under way has left:
+        # gets that call's outcome when it ends.
+        self.on_orphan_outcome: Callable[["Environment", Outcome], None] | None = None
 
     # -- start ---------------------------------------------------------------
     async def start(self, init_timeout: float) -> InitTimings:
@@ -343,15 +347,19 @@ class Environment:
         self._deadline = deadline = self._loop.time() + timeout_s
         if self._watchdog is None or self._watchdog.when() > deadline:
             self._arm_watchdog(deadline)
-        sent_ns = time.perf_counter_ns()
+        self._sent_ns = sent_ns = time.perf_counter_ns()
         self.poll_outcome = ""
         if poll_ns and not self._transport.get_write_buffer_size():  # else the event is not all sent yet
             self.poll_outcome = self._poll_reply(waiter, sent_ns + poll_ns)
-        # Cancelled (the caller gave up), the environment stays BUSY: the
-        # watchdog still ends the call at its deadline, and a reply that comes
-        # first ends the environment (_on_frame).
+        # Cancelled (the caller gave up), the environment stays BUSY: the call
+        # runs on, the watchdog still ends it at its deadline, and its outcome
+        # goes where abandon() says.
         kind, body = await waiter
-        self.reply_ns = time.perf_counter_ns() - sent_ns
+        return self._outcome(kind, body)
+
+    def _outcome(self, kind: bytes, body: bytes) -> Outcome:
+        """The end of the call under way: a reply, or a synthesised error."""
+        self.reply_ns = time.perf_counter_ns() - self._sent_ns
         self.invocations += 1
         self.last_used = time.monotonic()
         if kind == b"S" or kind == b"F":
@@ -377,6 +385,19 @@ class Environment:
         self.request_id = ""
         doc = json.loads(body)
         return Outcome(body, doc["errorType"], 0, fatal=True)
+
+    def abandon(self, settle: Callable[["Environment", Outcome], None]) -> None:
+        """The caller of the call under way has left: the call runs on (as on
+        AWS, where a client that disconnects does not stop its invocation)
+        and ``settle`` gets its outcome when it ends: its reply (the
+        environment is IDLE again), or its timeout or death."""
+        waiter = self._waiter
+        if self.state is not State.BUSY or waiter is None:
+            raise SandboxError(f"environment {self.id} is {self.state.value}, not running a call")
+        if waiter.done() and not waiter.cancelled():  # answered just as its caller left
+            self._loop.call_soon(settle, self, self._outcome(*waiter.result()))
+        else:
+            self.on_orphan_outcome = settle
 
     def _poll_reply(self, waiter: asyncio.Future, until_ns: int) -> str:
         """Waits for the reply without sleeping: until it has resolved
@@ -426,8 +447,15 @@ class Environment:
     # -- events --------------------------------------------------------------
     def _resolve(self, kind: bytes, body: bytes) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        if waiter is None:
+            return
+        if not waiter.done():
             waiter.set_result((kind, body))
+        elif waiter.cancelled() and self.on_orphan_outcome is not None:
+            # Settled in a callback of its own: whatever it does (or raises)
+            # does not interrupt what ended the call here (destroy, a frame).
+            settle, self.on_orphan_outcome = self.on_orphan_outcome, None
+            self._loop.call_soon(settle, self, self._outcome(kind, body))
 
     def _attach_accounting(self) -> None:
         """Worker thread: joins the CPU-accounting cgroup (a slow v1 migration)."""
@@ -440,9 +468,10 @@ class Environment:
         expected = (b"R", b"E") if self.state is State.STARTING else (b"S", b"F")
         waiter = self._waiter
         if kind in expected and waiter is not None and waiter.cancelled() and self.state is State.BUSY:
-            # Nobody waits for this reply, and the pool let go of the
-            # environment when its caller left: end it, as after a timeout.
-            self.destroy("its caller gave up before it answered")
+            if self.on_orphan_outcome is not None:  # its caller left (abandon)
+                self._resolve(kind, body)
+            else:  # nobody will take this reply: end the environment, as after a timeout
+                self.destroy("its caller gave up before it answered")
             return
         if kind not in expected or waiter is None or waiter.done():
             self._on_protocol_error(f"unexpected frame {kind!r} while {self.state.value}")

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from framework.agent import error_type
-from runtime.v1 import invoker_pb2, logs_pb2
+from runtime.v1 import invoker_pb2, logs_pb2, usage_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -147,14 +147,25 @@ def test_timeout_kills_environment(client):
 
 
 def test_timeout_holds_when_the_caller_gives_up_first(agent, client):
-    """A caller whose own deadline passes first stops waiting; its function
-    still gets no more than its timeout, an environment whose late reply
-    nobody takes is ended, and the function stays usable."""
+    """A caller whose own deadline passes first stops waiting; its call runs
+    on, as on AWS: no longer than its function's timeout, and logged, billed
+    and its environment kept warm when it ends."""
     name = "abandoned"
     client.create(name, {"app.py": "import time\ndef handler(e, c):\n    if e.get('spin'):\n"
                          "        while True:\n            time.sleep(0.05)\n    time.sleep(e.get('sleep', 0))\n"
                          "    return 'ok'\n"},
                   timeout_seconds=2)
+
+    def usage():
+        records = client.usage.GetUsage(usage_pb2.GetUsageRequest(function_name=name), timeout=10).records
+        return sum(r.requests for r in records), sum(r.billed_ms for r in records)
+
+    def settled(requests):
+        deadline = time.monotonic() + 15
+        while usage()[0] < requests and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return usage()
+
     assert client.invoke_json(name)[1] == "ok"
     cgroups = f"/sys/fs/cgroup/pids/runtime-agent/*/{name}-*"
     assert len(glob.glob(cgroups)) == 1
@@ -165,19 +176,27 @@ def test_timeout_holds_when_the_caller_gives_up_first(agent, client):
     while glob.glob(cgroups) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not glob.glob(cgroups), "the abandoned invocation ran past its function's 2 s timeout"
+    requests, billed_ms = settled(2)
+    assert requests == 2 and billed_ms >= 2000, "the timed-out call is billed up to its timeout"
     resp, body = client.invoke_json(name)
     assert body == "ok" and resp.start_kind == invoker_pb2.COLD
-    # Answered after its caller left, within the timeout:
+    # Answered after its caller left, within the timeout: the environment
+    # goes back to its pool.
+    env = glob.glob(cgroups)
     with pytest.raises(grpc.RpcError):
         client.invoke(name, {"sleep": 1}, timeout=0.3)
-    deadline = time.monotonic() + 15
-    while glob.glob(cgroups) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not glob.glob(cgroups)
-    assert client.invoke_json(name)[1] == "ok"
+    requests, billed_ms = settled(4)
+    assert requests == 4 and billed_ms >= 3000
+    resp, body = client.invoke_json(name)
+    assert body == "ok" and resp.start_kind == invoker_pb2.WARM
+    assert glob.glob(cgroups) == env, "the same environment served the next call"
     killed = [line for line in agent.log().splitlines() if "killed" in line and f"env={name}-" in line]
     reasons = [line.split("reason=")[1].split()[0] for line in killed]
-    assert reasons == ["timeout", "its_caller_gave_up_before_it_answered"], killed
+    assert reasons == ["timeout"], killed
+    reports = [e.message for e in client.logs.GetLogs(logs_pb2.GetLogsRequest(function_name=name), timeout=30)
+               if e.stream == logs_pb2.PLATFORM and e.message.startswith("REPORT")]
+    assert len(reports) == 5, reports
+    assert sum("Error Type: Sandbox.Timedout" in r for r in reports) == 1, reports
 
 
 def test_crash_is_exit_error_and_environment_replaced(client):
