@@ -221,7 +221,7 @@ def creation_run(concurrency: int, seconds: float, settle_s: float) -> CreationR
 
 def section_creation(ctx) -> Section:
     cfg = ctx.cfg
-    fresh_us, again_us = host.touch_cost_us()
+    fill_us, again_us = host.touch_cost_us()
     runs = [creation_run(c, cfg.creation_seconds, cfg.settle_s) for c in cfg.creation_concurrency]
     best = max(runs, key=lambda r: r.rate)
     rows = [[str(r.concurrency), f"{r.rate:.1f}", f"{min(r.per_second)} / {statistics.median(r.per_second):.0f} / "
@@ -266,14 +266,18 @@ def section_creation(ctx) -> Section:
             f"C={r.concurrency}: first 3 s {statistics.mean(r.per_second[:3]):.0f}/s, last 3 s "
             f"{statistics.mean(r.per_second[-3:]):.0f}/s with ~{r.envs_after} alive" for r in runs)
         + ". A host that reaps idle environments keeps fewer alive than this.",
-        f"Memory on this host, measured before the runs (512 MiB, filled by one process): {fresh_us:.1f} µs of "
-        f"CPU per 4 KiB page the first time, {again_us:.1f} µs for the same amount again right after freeing it. "
-        "A virtual machine whose hypervisor populates guest memory lazily and takes free pages back pays the "
-        "first price on every page that has not been used lately; every environment keeps its own pages (see "
-        "the memory section), so once the memory freed by earlier work is used up, each new one pays it on all "
-        "of them. That, with kernel work that grows with the number of live sandboxes (setting a CPU quota "
-        "walks every CPU cgroup; each spawn copies, then closes, the agent's descriptors, four per live "
-        "environment), is what the later seconds of the window run on.",
+        f"Memory on this host, measured before the runs by one process filling {len(fill_us)} new 512 MiB "
+        "chunks and keeping them: CPU µs per 4 KiB page, chunk by chunk, "
+        + ", ".join(f"{c:.1f}" for c in fill_us) + f"; {again_us:.1f} for 512 MiB again right after freeing "
+        "them all. " + (
+            "Memory unused for a while costs more than memory just freed: as on a virtual machine whose "
+            "hypervisor populates guest memory lazily and takes free pages back, where such memory costs a trip "
+            "through the hypervisor per page. Every environment keeps its own pages (see the memory section), "
+            "so once the recently freed memory is used up, each new one pays the higher price on all of them. "
+            if max(fill_us) > 2 * min(fill_us) else "Memory costs the same to fill whether or not it was used "
+            "lately. ")
+        + "Kernel work also grows with the number of live sandboxes (setting a CPU quota walks every CPU "
+        "cgroup; each spawn copies, then closes, the agent's descriptors, four per live environment).",
         f"Best: {best.rate:.1f} environments/s at {best.concurrency} in flight."
         + (" Some runs used every deployed function before the window closed: their rate is a lower bound."
            if any(r.exhausted for r in runs) else ""),
@@ -289,7 +293,7 @@ def section_creation(ctx) -> Section:
          Table(["CPU ms per environment"] + [f"C={r.concurrency}" for r in runs], cpu_rows,
                "Where the CPU of an environment start goes.")],
         [target],
-        {"touch_us_per_page": {"first": fresh_us, "again": again_us},
+        {"touch_us_per_page": {"fill": fill_us, "again": again_us},
          "runs": [{k: v for k, v in dataclasses.asdict(r).items() if k != "latency"}
                   | {"rate": r.rate, "latency": dataclasses.asdict(r.latency)} for r in runs],
          "best_rate": best.rate})

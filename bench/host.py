@@ -172,24 +172,37 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
-def touch_cost_us(mib: int = 512) -> tuple[float, float]:
-    """CPU µs per 4 KiB page to fault in and fill anonymous memory: first
-    ``mib`` MiB the process has not touched, then the same amount again
-    right after freeing it. On a virtual machine whose hypervisor populates
-    guest memory lazily and takes free pages back (free page reporting), the
-    first costs a trip through the hypervisor per page and the second not."""
+def touch_cost_us(chunks: int = 8, mib: int = 512) -> tuple[list[float], float]:
+    """CPU µs per 4 KiB page to fault in and fill anonymous memory: for each
+    of ``chunks`` new chunks of ``mib`` MiB, all kept, then for ``mib`` MiB
+    again right after freeing them. On a virtual machine whose hypervisor
+    populates guest memory lazily and takes free pages back (free page
+    reporting), memory the guest has not used lately costs a trip through
+    the hypervisor per page, while memory just freed does not: the first
+    chunks, which reuse memory freed by earlier work, cost less than the
+    last ones."""
     size = mib << 20
     pages = size // 4096
-    costs = []
-    for _ in range(2):
+
+    def fill() -> tuple[mmap.mmap, float]:
         buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        view = ctypes.c_char.from_buffer(buf)
         t0 = time.process_time_ns()
-        ctypes.memset(addr, 1, size)
-        costs.append((time.process_time_ns() - t0) / pages / 1000)
-        del addr
+        ctypes.memset(ctypes.addressof(view), 1, size)
+        cost = (time.process_time_ns() - t0) / pages / 1000
+        del view  # releases the export, so the map can be closed
+        return buf, cost
+
+    kept, costs = [], []
+    for _ in range(chunks):
+        buf, cost = fill()
+        kept.append(buf)
+        costs.append(cost)
+    for buf in kept:
         buf.close()
-    return costs[0], costs[1]
+    buf, again = fill()
+    buf.close()
+    return costs, again
 
 
 def host_busy(seconds: float = 1.0) -> float:

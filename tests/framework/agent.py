@@ -114,6 +114,18 @@ def error_type(err: grpc.RpcError) -> str:
     return ""
 
 
+def assert_dies_and_is_replaced(client: "Client", name: str, event: dict, words: str) -> None:
+    """Invokes ``name`` with ``event``, which ends its runtime: the caller
+    gets Runtime.ExitError saying ``words``, and the next call a new
+    environment."""
+    resp, body = client.invoke_json(name, event)
+    assert resp.function_error == "Unhandled"
+    assert body["errorType"] == "Runtime.ExitError"
+    assert words in body["errorMessage"]
+    resp, body = client.invoke_json(name)
+    assert body == "ok" and resp.start_kind == invoker_pb2.COLD
+
+
 class AgentProcess:
     def __init__(self, data_dir: Path | None = None, extra_args: tuple[str, ...] = ()):
         self.own_dir = data_dir is None

@@ -8,7 +8,7 @@ import uuid
 import grpc
 import pytest
 
-from framework.agent import error_type
+from framework.agent import assert_dies_and_is_replaced, error_type
 from runtime.v1 import invoker_pb2, logs_pb2, usage_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -203,12 +203,7 @@ def test_crash_is_exit_error_and_environment_replaced(client):
     client.create("crasher", {"app.py": "import os\ndef handler(e, c):\n    if e.get('die'):\n"
                               "        os._exit(3)\n    return 'ok'\n"})
     assert client.invoke_json("crasher")[1] == "ok"
-    resp, body = client.invoke_json("crasher", {"die": True})
-    assert resp.function_error == "Unhandled"
-    assert body["errorType"] == "Runtime.ExitError"
-    assert "exit status 3" in body["errorMessage"]
-    resp, body = client.invoke_json("crasher")
-    assert body == "ok" and resp.start_kind == invoker_pb2.COLD
+    assert_dies_and_is_replaced(client, "crasher", {"die": True}, "exit status 3")
 
 
 def test_closed_control_socket_is_exit_error_and_environment_replaced(client):
@@ -228,12 +223,7 @@ def handler(e, c):
     return 'ok'
 """}, timeout_seconds=60)
     assert client.invoke_json("hangs-up")[1] == "ok"
-    resp, body = client.invoke_json("hangs-up", {"hang_up": True})
-    assert resp.function_error == "Unhandled"
-    assert body["errorType"] == "Runtime.ExitError"
-    assert "Runtime exited without providing a reason" in body["errorMessage"]
-    resp, body = client.invoke_json("hangs-up")
-    assert body == "ok" and resp.start_kind == invoker_pb2.COLD
+    assert_dies_and_is_replaced(client, "hangs-up", {"hang_up": True}, "Runtime exited without providing a reason")
 
 
 def test_response_too_large(client):

@@ -7,7 +7,7 @@ import subprocess
 import grpc
 import pytest
 
-from framework.agent import error_type
+from framework.agent import assert_dies_and_is_replaced, error_type
 from runtime.v1 import invoker_pb2, logs_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -259,12 +259,7 @@ exports.handler = async (event) => {
 };
 """})
     assert client.invoke_json("node-exit")[1] == "ok"
-    resp, body = client.invoke_json("node-exit", {"die": True})
-    assert resp.function_error == "Unhandled"
-    assert body["errorType"] == "Runtime.ExitError"
-    assert "exit status 3" in body["errorMessage"]
-    resp, body = client.invoke_json("node-exit")
-    assert body == "ok" and resp.start_kind == invoker_pb2.COLD
+    assert_dies_and_is_replaced(client, "node-exit", {"die": True}, "exit status 3")
 
 
 def test_timeout_kills_environment(client):
