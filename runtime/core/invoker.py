@@ -252,11 +252,10 @@ class Invoker:
                     self.reply_polls[env.poll_outcome] += 1
                 outcome_payload, error_type, handler_ns = outcome.payload, outcome.error_type, outcome.handler_ns
         except BaseException as exc:  # the call failed in the agent, or its caller gave up
-            if isinstance(exc, asyncio.CancelledError) and env.state is State.BUSY:
-                # The call runs on; it is logged, billed and released when it ends.
-                abandoned = True
-                env.abandon(functools.partial(self._settle_abandoned, cfg, request_id, kind, init, t0, t_env, cpu0))
-            else:
+            # Its caller gone, the call runs on; it is logged, billed and released when it ends.
+            abandoned = isinstance(exc, asyncio.CancelledError) and env.abandon(
+                functools.partial(self._settle_abandoned, cfg, request_id, kind, init, t0, t_env, cpu0))
+            if not abandoned:
                 self.logs.discard(request_id)
             if cmd.log_tail:
                 self.logs.end_capture(request_id)

@@ -386,18 +386,20 @@ class Environment:
         doc = json.loads(body)
         return Outcome(body, doc["errorType"], 0, fatal=True)
 
-    def abandon(self, settle: Callable[["Environment", Outcome], None]) -> None:
+    def abandon(self, settle: Callable[["Environment", Outcome], None]) -> bool:
         """The caller of the call under way has left: the call runs on (as on
         AWS, where a client that disconnects does not stop its invocation)
         and ``settle`` gets its outcome when it ends: its reply (the
-        environment is IDLE again), or its timeout or death."""
+        environment is IDLE again), or its timeout or death. False when no
+        call is under way (it already ended: the environment died)."""
         waiter = self._waiter
         if self.state is not State.BUSY or waiter is None:
-            raise SandboxError(f"environment {self.id} is {self.state.value}, not running a call")
+            return False
         if waiter.done() and not waiter.cancelled():  # answered just as its caller left
             self._loop.call_soon(settle, self, self._outcome(*waiter.result()))
         else:
             self.on_orphan_outcome = settle
+        return True
 
     def _poll_reply(self, waiter: asyncio.Future, until_ns: int) -> str:
         """Waits for the reply without sleeping: until it has resolved

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,7 +50,7 @@ def test_statically_linked_reads_the_program_headers(tmp_path):
 
 @built
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (make setup-test adds it)")
-@pytest.mark.skipif(os.geteuid() != 0, reason="nsjail's mount and user namespaces here need root")
+@pytest.mark.root  # nsjail's namespaces here need root (tests/conftest.py skips it otherwise)
 def test_child_exit_during_reap_wakes_nsjail_at_once(tmp_path):
     """The lost wake-up scripts/nsjail-sigchld-wait.patch closes, forced.
 
