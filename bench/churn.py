@@ -245,8 +245,10 @@ def section_creation(ctx) -> Section:
         "Cross-check: the agent's `runtime_starts_total{kind=\"cold\"}` grew by the 'counter' column over the "
         "whole run (window plus the calls in flight when it closed).",
         "CPU: cores used by the agent process over the window (its event-loop thread in brackets), and how busy "
-        "the whole host was. The event loop spawns each nsjail itself (`subprocess.Popen`) and runs every "
-        "request and environment event on one thread.",
+        "the whole host was. The event loop runs every request and environment event on one thread and spawns "
+        "each nsjail itself (`subprocess.Popen`) until the agent holds 2048 descriptors (about 500 "
+        "environments); from then on it hands each start to its spawner thread, whose descriptor table stays "
+        "small (runtime/sandbox/spawner.py), and waits for it.",
         "CPU per environment: the agent's, the client's and the whole host's CPU time over the window divided by "
         "the environments that became ready in it; the nsjail supervisor's and the bootstrap's are the mean CPU "
         "time of each live one after the run (/proc/<pid>/task/*/schedstat; namespace, mount and cgroup set-up "
@@ -276,8 +278,8 @@ def section_creation(ctx) -> Section:
             "so once the recently freed memory is used up, each new one pays the higher price on all of them. "
             if max(fill_us) > 2 * min(fill_us) else "Memory costs the same to fill whether or not it was used "
             "lately. ")
-        + "Kernel work also grows with the number of live sandboxes (setting a CPU quota walks every CPU "
-        "cgroup; each spawn copies, then closes, the agent's descriptors, four per live environment).",
+        + "Kernel work also grows with the number of live sandboxes: setting a CPU quota walks every CPU "
+        "cgroup, and nsjail's pivot_root(2) visits every thread on the host.",
         f"Best: {best.rate:.1f} environments/s at {best.concurrency} in flight."
         + (" Some runs used every deployed function before the window closed: their rate is a lower bound."
            if any(r.exhausted for r in runs) else ""),

@@ -449,7 +449,8 @@ class Invoker:
                 raise
         spec = self.host.spec_for(env_id, uid, cfg, rt, self.code.path(cfg.code_sha256), environ, (), outbound,
                                   opt_dir=self.registry.layers.opt_dir(cfg.spec.layers))  # layers at /opt
-        env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink, self._on_dead),
+        env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink, self._on_dead,
+                                      self.host.spawner),
                           pool, cfg.name, cfg.spec.memory_mb)
         env.function_created = cfg.created
         env.provisioned = provisioned
@@ -557,7 +558,7 @@ class Invoker:
                 environ = {**self._base_environ(), STEM_ENV: "1"}
                 spec = self.host.stem_spec(env_id, uid, rt, STEM_MEMORY_MB, STEM_TMP_MB, environ)
                 env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink,
-                                              self._on_dead), None, "", STEM_MEMORY_MB)
+                                              self._on_dead, self.host.spawner), None, "", STEM_MEMORY_MB)
                 env.runtime_name = runtime
                 try:
                     self.host.before_spawn()

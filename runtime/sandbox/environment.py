@@ -6,9 +6,10 @@ Lifecycle (events in this order; ``destroy`` is idempotent and always last):
                     └──init error / death──────────────> DEAD
 
 Owned by the agent's event-loop thread; nothing here is thread-safe. The
-agent holds, per environment: the nsjail process (watched through a pidfd),
-one end of the control socketpair (an ``asyncio.Protocol``), and two pipes
-carrying the function's stdout and stderr. Frames on the control socket are
+agent holds, per environment: the nsjail process (started by a
+``spawner.Spawner``, watched through a pidfd), one end of the control
+socketpair (an ``asyncio.Protocol``), and two pipes carrying the function's
+stdout and stderr. Frames on the control socket are
 described in ``bootstraps/python/bootstrap.py``.
 
 Process hygiene: the sandbox's pid 1 is the bootstrap, so when it exits the
@@ -36,10 +37,9 @@ from typing import Callable
 
 from runtime.agentlog import event
 from runtime.errors import FunctionErrorType, SandboxError, os_error
-from runtime.jail import compose
 from runtime.jail.spec import SandboxSpec
 from runtime.sandbox.codemount import Injector, sandbox_init_pid
-from runtime.sandbox.host import CONTROL_FD_ENV
+from runtime.sandbox.spawner import Spawner
 
 _HDR = struct.Struct(">cI")
 _U64 = struct.Struct(">Q")
@@ -149,8 +149,9 @@ class _Control(asyncio.Protocol):
 
 class Environment:
     def __init__(self, env_id: str, spec: SandboxSpec, cgroup, log_sink: LogSink,
-                 on_dead: Callable[["Environment"], None] | None = None):
+                 on_dead: Callable[["Environment"], None] | None = None, spawner: Spawner | None = None):
         self.id = env_id
+        self.spawner = spawner
         self.spec = spec
         self.cgroup = cgroup
         self.log_sink = log_sink
@@ -213,26 +214,16 @@ class Environment:
 
     # -- start ---------------------------------------------------------------
     async def start(self, init_timeout: float) -> InitTimings:
+        if self.spawner is None:
+            raise SandboxError(f"environment {self.id} has no spawner to start it with")
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
-            child_fd = child_sock.fileno()
-            on_stdin = self.spec.control_stdin
-            spec = dataclasses.replace(
-                self.spec, pass_fds=() if on_stdin else (child_fd,),
-                environ={**self.spec.environ, CONTROL_FD_ENV: "0" if on_stdin else str(child_fd)})
-            self.spec = spec
-            argv = compose.build(spec)
             if self.cgroup is not None:
-                self.cgroup.create(spec.memory_mb, spec.pids_max, spec.init_cpu_ms_per_sec)
+                self.cgroup.create(self.spec.memory_mb, self.spec.pids_max, self.spec.init_cpu_ms_per_sec)
             spawn_ns = time.time_ns()
-            try:
-                self._proc = subprocess.Popen(
-                    argv, stdin=child_fd if on_stdin else subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-                    pass_fds=spec.pass_fds, env=dict(spec.environ), close_fds=True)
-            except OSError as exc:
-                raise SandboxError(f"spawn of nsjail ({spec.nsjail}) failed: {exc}") from exc
+            self._proc, self.spec = self.spawner.start(self.spec, child_sock.fileno(), out_w, err_w)
             self._pidfd = os.pidfd_open(self._proc.pid)
         except BaseException:
             for fd in (out_r, err_r):

@@ -26,6 +26,7 @@ from runtime.core.runtimes import Runtime
 from runtime.errors import SandboxError, os_error
 from runtime.jail import cgroups
 from runtime.jail.spec import Mount, Outbound, SandboxSpec
+from runtime.sandbox.spawner import Spawner
 from runtime.sandbox.warmer import MigrationWarmer
 
 # Host uids/gids handed to environments in root mode, one per live
@@ -39,7 +40,6 @@ UID_COUNT = UID_BLOCK
 LOCK_DIR = Path("/run/runtime-agent")
 PIDS_MAX = 1024
 NOFILE_MAX = 1024
-CONTROL_FD_ENV = "_RUNTIME_CONTROL_FD"
 
 _ETC_FILES = {
     "passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\n"
@@ -124,6 +124,7 @@ class SandboxHost:
         self._free_uids: list[int] = []
         self._block_lock = -1
         self.warmer: MigrationWarmer | None = None
+        self.spawner: Spawner | None = None     # started by setup()
         self._outbound: tuple[str, str, str] | None = None
         self._free_addresses: list[str] = []
 
@@ -152,6 +153,8 @@ class SandboxHost:
 
     def setup(self) -> int:
         """Prepares host state; returns the number of leftover environments swept."""
+        # First, while the agent holds few descriptors: the spawner's table starts as a copy.
+        self.spawner = Spawner()
         if not self.rootless:
             self._claim_uid_block()
         self.etc_dir.mkdir(parents=True, exist_ok=True)
@@ -223,6 +226,9 @@ class SandboxHost:
 
     def teardown(self) -> None:
         """Kills every environment left and removes the agent's cgroups."""
+        if self.spawner is not None:
+            self.spawner.close()
+            self.spawner = None
         if self.warmer is not None:
             self.warmer.close()
             self.warmer = None

@@ -6,11 +6,19 @@ from pathlib import Path
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (its main thread's); [] once it is gone."""
+    """Direct children of ``pid``, whichever of its threads started them (the
+    agent's spawner thread starts some); [] once it is gone."""
+    kids = []
     try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return []
+    for task in tasks:
+        try:
+            kids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass  # the thread ended
+    return kids
 
 
 def mapping_kib(pid: int, suffix: str, keys: tuple[str, ...] = ("Rss", "Pss")) -> dict[str, int]:

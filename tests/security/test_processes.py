@@ -10,9 +10,10 @@ import stat
 
 import pytest
 
+from framework.agent import Client
 from runtime.v1 import functions_pb2, invoker_pb2
-from seclib import (CANARY_KEY, CANARY_VALUE, UID_BASE, UID_END, assert_agent_healthy, assert_bystander_ok,
-                    assert_function_error, call, denied, sandbox_processes, wait_until)
+from seclib import (CANARY_KEY, CANARY_VALUE, PRELUDE, UID_BASE, UID_END, assert_agent_healthy,
+                    assert_bystander_ok, assert_function_error, call, denied, sandbox_processes, wait_until)
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -358,3 +359,66 @@ def test_sysv_ipc_of_other_function_invisible(deploy, client):
             keys = [int(line.split()[0]) for line in f.read().splitlines()[1:]]
         assert 0x5EC0DE not in keys, f"the segment leaked into the host's IPC namespace ({table})"
     assert_bystander_ok(client)
+
+
+DESCRIPTORS = '''
+def handler(event, context):
+    out = {}
+    for n in os.listdir("/proc/self/fd"):
+        try:
+            out[n] = os.readlink(f"/proc/self/fd/{n}")
+        except OSError:
+            pass  # the directory listdir had open
+    return out
+'''
+
+
+def _task_tables(pid: int) -> dict[int, int]:
+    """Descriptors open in each thread's table, by thread id."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = len(os.listdir(f"/proc/{pid}/task/{tid}/fd"))
+        except FileNotFoundError:
+            pass  # the thread ended
+    return out
+
+
+def _assert_own_descriptors_only(client, agent_pid: int, create) -> None:
+    names = [f"sec-proc-fds-{i}" for i in range(6)]  # more environments: more descriptors in the agent
+    for name in names:
+        create(name)
+    for name in names:
+        resp, fds = call(client, name)
+        assert resp.start_kind == invoker_pb2.COLD
+        kinds = {n: target.split(":")[0] for n, target in fds.items()}
+        control = [n for n, kind in kinds.items() if kind == "socket"]
+        assert kinds.pop("0") == "/dev/null" and kinds.pop("1") == kinds.pop("2") == "pipe", fds
+        assert len(control) == 1 and kinds == {control[0]: "socket"}, f"unexpected descriptors: {fds}"
+    tables = _task_tables(agent_pid)
+    assert tables[agent_pid] >= 4 * len(names), tables
+    small = [tid for tid, n in tables.items() if n <= 8]
+    assert len(small) == 1, f"one thread, the spawner, has a small table of its own: {tables}"
+
+
+def test_sandbox_inherits_only_its_own_descriptors(deploy, client, agent):
+    """agent (spawning): a sandbox holds exactly stdin (/dev/null), the two
+    log pipes and its control socket, none of the agent's descriptors. Here
+    the agent starts nsjail in its event-loop thread, as it does while it
+    holds few descriptors."""
+    _assert_own_descriptors_only(client, agent.proc.pid, lambda name: deploy(name, DESCRIPTORS))
+
+
+def test_sandbox_descriptors_through_the_spawner_thread(fresh_agent, monkeypatch):
+    """agent (spawning): the same when the start is handed to the spawner
+    thread, as the agent does once it holds many descriptors (forced here
+    from the first): the thread's own table stays a handful while the
+    agent's grows with every environment."""
+    monkeypatch.setenv("RUNTIME_AGENT_SPAWN_INLINE_BELOW_FD", "0")
+    fresh_agent.start()
+    client = Client(fresh_agent.target)
+    try:
+        _assert_own_descriptors_only(client, fresh_agent.proc.pid, lambda name: client.create(
+            name, {"app.py": PRELUDE + DESCRIPTORS}, memory_mb=128, timeout_seconds=5))
+    finally:
+        client.close()
