@@ -8,8 +8,10 @@ few thousand environments each start paid milliseconds for descriptors it
 never passes on, with the event loop stopped meanwhile (``vfork``).
 
 ``Spawner`` owns one thread that called ``unshare(CLONE_FILES)`` when the
-agent started and closed everything in its private table but stdin, stdout,
-stderr and its end of a socketpair. For each start the event-loop thread sends it the three
+agent started: its table keeps the handful of descriptors the agent had then
+(among them the event loop's wakeup socket) and its end of a socketpair, and
+never grows. The thread blocks signals except while it starts a process, so
+that they are handled where the agent expects them. For each start the event-loop thread sends it the three
 descriptors the sandbox gets (control socket, stdout, stderr) over that
 socketpair (SCM_RIGHTS), and the thread builds the nsjail command line with
 the numbers they have in its table, spawns, and closes its copies. The child
@@ -38,7 +40,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import os
-import resource
+import signal
 import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +90,7 @@ class Spawner:
         self._their_fd = theirs.detach()
         self._thread_chan: socket.socket | None = None
         self._failure: BaseException | None = None
+        self._sigmask: set = set()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sandbox-spawner", initializer=self._enter)
         try:
             # Start the thread now; its table is a copy of this one as it is at this moment.
@@ -100,13 +103,14 @@ class Spawner:
         os.close(self._their_fd)  # this thread's copy; the spawner keeps its own
 
     def _enter(self) -> None:
-        """In the spawner thread, once: a private table holding only its channel."""
+        """In the spawner thread, once: signals blocked, a private table."""
         try:
+            # Process-directed signals go to the other threads. A handler run
+            # here would write the event loop's wakeup byte into this table.
+            self._sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
             _unshare_files()
-            keep = self._their_fd
-            os.closerange(3, keep)
-            os.closerange(keep + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-            self._thread_chan = socket.socket(fileno=keep)
+            os.close(self._chan.fileno())  # the event loop's end, copied
+            self._thread_chan = socket.socket(fileno=self._their_fd)
         except BaseException as exc:
             self._failure = exc
             raise
@@ -134,7 +138,15 @@ class Spawner:
         try:
             if len(fds) != 3:
                 raise SandboxError(f"sandbox spawner got {len(fds)} descriptors, expected 3")
-            return _popen(spec, *fds)
+            # A child starts with its parent thread's signal mask: the agent's,
+            # not this thread's. For the few hundred µs of the start a signal
+            # may be handled here; the table still holds the loop's wakeup
+            # socket under its number (copied when the agent started).
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._sigmask)
+            try:
+                return _popen(spec, *fds)
+            finally:
+                signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         finally:
             for fd in fds:
                 os.close(fd)

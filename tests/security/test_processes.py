@@ -11,6 +11,7 @@ import stat
 import pytest
 
 from framework.agent import Client
+from framework.procfs import children
 from runtime.v1 import functions_pb2, invoker_pb2
 from seclib import (CANARY_KEY, CANARY_VALUE, PRELUDE, UID_BASE, UID_END, assert_agent_healthy,
                     assert_bystander_ok, assert_function_error, call, denied, sandbox_processes, wait_until)
@@ -384,7 +385,23 @@ def _task_tables(pid: int) -> dict[int, int]:
     return out
 
 
+def _blocked(status_path: str) -> set[int]:
+    """Signals a task blocks (SigBlk of /proc/.../status)."""
+    with open(status_path) as f:
+        mask = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+    return {sig for sig in range(1, 65) if mask >> (sig - 1) & 1}
+
+
+def _spawner_tid(pid: int) -> int:
+    tables = _task_tables(pid)
+    small = [tid for tid, n in tables.items() if n < 16]
+    assert len(small) == 1, f"one thread, the spawner, has a small table of its own: {tables}"
+    return small[0]
+
+
 def _assert_own_descriptors_only(client, agent_pid: int, create) -> None:
+    spawner = _spawner_tid(agent_pid)
+    spawner_table = _task_tables(agent_pid)[spawner]
     names = [f"sec-proc-fds-{i}" for i in range(6)]  # more environments: more descriptors in the agent
     for name in names:
         create(name)
@@ -397,8 +414,18 @@ def _assert_own_descriptors_only(client, agent_pid: int, create) -> None:
         assert len(control) == 1 and kinds == {control[0]: "socket"}, f"unexpected descriptors: {fds}"
     tables = _task_tables(agent_pid)
     assert tables[agent_pid] >= 4 * len(names), tables
-    small = [tid for tid, n in tables.items() if n <= 8]
-    assert len(small) == 1, f"one thread, the spawner, has a small table of its own: {tables}"
+    assert tables[spawner] == spawner_table, "the spawner's table does not grow with the environments"
+    # Signals reach the agent's other threads, never the spawner (whose table
+    # lacks what a handler writes to); the sandboxes start with none blocked.
+    assert {signal.SIGTERM, signal.SIGINT} <= _blocked(f"/proc/{agent_pid}/task/{spawner}/status")
+    assert signal.SIGTERM not in _blocked(f"/proc/{agent_pid}/task/{agent_pid}/status")
+    for nsjail in children(agent_pid):
+        with open(f"/proc/{nsjail}/comm") as f:
+            if f.read().strip() != "nsjail":
+                continue
+        assert not {signal.SIGTERM, signal.SIGINT, signal.SIGALRM} & _blocked(f"/proc/{nsjail}/status")
+        for pid1 in children(nsjail):
+            assert _blocked(f"/proc/{pid1}/status") == set(), f"sandbox pid 1 {pid1} blocks signals"
 
 
 def test_sandbox_inherits_only_its_own_descriptors(deploy, client, agent):
@@ -413,7 +440,8 @@ def test_sandbox_descriptors_through_the_spawner_thread(fresh_agent, monkeypatch
     """agent (spawning): the same when the start is handed to the spawner
     thread, as the agent does once it holds many descriptors (forced here
     from the first): the thread's own table stays a handful while the
-    agent's grows with every environment."""
+    agent's grows with every environment; signals stay blocked in the thread
+    and none is blocked in what it starts; SIGTERM still stops the agent."""
     monkeypatch.setenv("RUNTIME_AGENT_SPAWN_INLINE_BELOW_FD", "0")
     fresh_agent.start()
     client = Client(fresh_agent.target)
@@ -422,3 +450,4 @@ def test_sandbox_descriptors_through_the_spawner_thread(fresh_agent, monkeypatch
             name, {"app.py": PRELUDE + DESCRIPTORS}, memory_mb=128, timeout_seconds=5))
     finally:
         client.close()
+    assert fresh_agent.stop() == 0, fresh_agent.log()
