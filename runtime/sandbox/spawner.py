@@ -10,22 +10,23 @@ never passes on, with the event loop stopped meanwhile (``vfork``).
 ``Spawner`` owns one thread that called ``unshare(CLONE_FILES)`` when the
 agent started: its table keeps the handful of descriptors the agent had then
 (among them the event loop's wakeup socket) and its end of a socketpair, and
-never grows. The thread blocks signals except while it starts a process, so
-that they are handled where the agent expects them. For each start the event-loop thread sends it the three
+never grows. For each start the event-loop thread sends it the three
 descriptors the sandbox gets (control socket, stdout, stderr) over that
-socketpair (SCM_RIGHTS), and the thread builds the nsjail command line with
-the numbers they have in its table, spawns, and closes its copies. The child
-then inherits a handful of descriptors however many environments are alive.
+socketpair (SCM_RIGHTS); the thread builds the nsjail command line with the
+numbers they have in its table, spawns, and closes its copies. The child
+inherits a handful of descriptors however many environments are alive.
 While the agent's own table is small (its newest descriptor numbered below
 ``INLINE_BELOW_FD``, 2048 unless $RUNTIME_AGENT_SPAWN_INLINE_BELOW_FD says
 otherwise) starting in the calling thread is cheaper than the hand-off, and
 ``start`` does that.
 
 Only the descriptor table is private: the thread shares memory, the working
-directory and signal handlers with the agent. The children are the agent's
+directory and signal handlers with the agent. It blocks signals except while
+it starts a process (whose mask is then the agent's), so that signals are
+handled where the agent's wakeup socket is. The children are the agent's
 children: any thread may wait for them, and their pidfds work as before.
-POSIX record locks belong to a descriptor table, so closing descriptors in
-the spawner's table never drops a lock the agent holds (SQLite, uid blocks).
+POSIX record locks belong to a descriptor table, so what the thread closes
+in its own never drops a lock the agent holds (SQLite, uid blocks).
 
     event-loop thread                       spawner thread (own fd table)
     -----------------                       -----------------------------
