@@ -415,8 +415,9 @@ def _assert_own_descriptors_only(client, agent_pid: int, create) -> None:
     tables = _task_tables(agent_pid)
     assert tables[agent_pid] >= 4 * len(names), tables
     assert tables[spawner] == spawner_table, "the spawner's table does not grow with the environments"
-    # Signals reach the agent's other threads, never the spawner (whose table
-    # lacks what a handler writes to); the sandboxes start with none blocked.
+    # Signals are handled by the agent's other threads, not by the spawner
+    # (its table need not hold what a handler writes to); the sandboxes start
+    # with none blocked.
     assert {signal.SIGTERM, signal.SIGINT} <= _blocked(f"/proc/{agent_pid}/task/{spawner}/status")
     assert signal.SIGTERM not in _blocked(f"/proc/{agent_pid}/task/{agent_pid}/status")
     for nsjail in children(agent_pid):
