@@ -392,16 +392,16 @@ def _blocked(status_path: str) -> set[int]:
     return {sig for sig in range(1, 65) if mask >> (sig - 1) & 1}
 
 
-def _spawner_tid(pid: int) -> int:
+def _spawner_table(pid: int) -> tuple[int, int]:
+    """(thread id, descriptors) of the one thread with a small table of its own."""
     tables = _task_tables(pid)
-    small = [tid for tid, n in tables.items() if n < 16]
+    small = [(tid, n) for tid, n in tables.items() if n < 16]
     assert len(small) == 1, f"one thread, the spawner, has a small table of its own: {tables}"
     return small[0]
 
 
 def _assert_own_descriptors_only(client, agent_pid: int, create) -> None:
-    spawner = _spawner_tid(agent_pid)
-    spawner_table = _task_tables(agent_pid)[spawner]
+    spawner, spawner_table = _spawner_table(agent_pid)
     names = [f"sec-proc-fds-{i}" for i in range(6)]  # more environments: more descriptors in the agent
     for name in names:
         create(name)
