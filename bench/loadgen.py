@@ -99,6 +99,16 @@ class ThroughputResult:
     def latency(self) -> Summary:
         return Summary.of(self.latency_ns)
 
+    @classmethod
+    def pooled(cls, results: list["ThroughputResult"]) -> "ThroughputResult":
+        """Several windows of one server as one: calls and seconds added up."""
+        labels: Counter = Counter()
+        for r in results:
+            labels.update(r.labels)
+        return cls(results[0].client, results[0].concurrency, sum(r.calls for r in results),
+                   sum(r.errors for r in results), sum(r.seconds for r in results),
+                   [ns for r in results for ns in r.latency_ns], dict(labels))
+
 
 # -- latency --------------------------------------------------------------------
 def raw_unary(channel: grpc.Channel, method: str):

@@ -14,7 +14,7 @@ Measured in rounds, each with four freshly started agents (their order
 rotates): warm
 Invoke latency at concurrency 1 (alternating blocks, sync client in this
 process, one pre-built request) and throughput with 8 in flight (grpc.aio
-client in a process of its own). Overhead per round: on/off − 1 for the p50,
+client in a process of its own; two windows per agent, A B C D D C B A). Overhead per round: on/off − 1 for the p50,
 1 − on/off for calls per second; the targets are judged on the medians.
 OTLP tracing is off in both (it is off unless ``--otlp-endpoint``).
 """
@@ -106,10 +106,16 @@ def _measure(cfg) -> tuple:
                 latency[k].append(got[k])
                 for label, n in workloads.count_kinds(responses[k]).items():
                     kinds[k][label] = kinds[k].get(label, 0) + n
+            # Two windows per agent, A B C D then D C B A: a drift of the host
+            # within the round then weighs on every agent alike.
+            windows: dict[str, list[loadgen.ThroughputResult]] = {k: [] for k in order}
+            for w, k in enumerate(order + order[::-1]):
+                progress(f"observability round {r + 1}/{cfg.obs_rounds}: {k} throughput, {IN_FLIGHT} in flight "
+                         f"(window {w // len(order) + 1} of 2)")
+                windows[k].append(loadgen.measure_throughput(targets[k], make, IN_FLIGHT, cfg.seconds,
+                                                             cfg.warmup_s, cfg.client, workloads.start_kind))
             for k in order:
-                progress(f"observability round {r + 1}/{cfg.obs_rounds}: {k} throughput, {IN_FLIGHT} in flight")
-                res = loadgen.measure_throughput(targets[k], make, IN_FLIGHT, cfg.seconds, cfg.warmup_s,
-                                                 cfg.client, workloads.start_kind)
+                res = loadgen.ThroughputResult.pooled(windows[k])
                 tput[k].append(res)
                 for label, n in res.labels.items():
                     kinds[k][label] = kinds[k].get(label, 0) + n
@@ -161,7 +167,8 @@ def _section(cfg, latency, tput, kinds, logged, counted, envs, agent_us, cleanup
         f"127.0.0.1:0 --no-platform-logs`). {cfg.obs_rounds} rounds; each measures latency ({cfg.calls} timed calls "
         "per agent after "
         f"{cfg.warmup_calls} untimed, alternating blocks of {cfg.block}) and then throughput at {IN_FLIGHT} in "
-        f"flight ({cfg.seconds:g} s windows after {cfg.warmup_s:g} s, `{cfg.client}` client in its own process). "
+        f"flight (two {cfg.seconds:g} s windows per agent, each after {cfg.warmup_s:g} s of load, in the order "
+        "A B C D D C B A, pooled; `{cfg.client}` client in its own process). "
         "The order of the agents rotates and reverses from round to round.",
         "What ON adds per invocation, on the agent's event loop: three platform log records (START, END, "
         "REPORT: their numbers kept, the lines formatted and written at the 200 ms log flush), a read of the "
