@@ -14,7 +14,10 @@ import ctypes
 import mmap
 import os
 import platform
+import socket
+import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -203,6 +206,64 @@ def touch_cost_us(chunks: int = 8, mib: int = 512) -> tuple[list[float], float]:
     buf, again = fill()
     buf.close()
     return costs, again
+
+
+# The other end of wakeup_rtt_us: answers every message on its socket until EOF.
+_ECHO_CHILD = """
+import os, sys
+fd, cpu = int(sys.argv[1]), int(sys.argv[2])
+os.sched_setaffinity(0, {cpu})
+while True:
+    data = os.read(fd, 64)
+    if not data:
+        break
+    os.write(fd, data)
+"""
+
+
+def wakeup_rtt_us(n: int = 3000, warmup: int = 300) -> dict[str, float]:
+    """Median round trip in µs of one byte over a Unix socketpair between two
+    processes (this one and a child), the smallest exchange a warm Invoke
+    makes with its sandbox, in three placements: on two CPUs, both sleeping
+    between messages ("two CPUs"); on two CPUs, this side polling instead of
+    sleeping, as the agent reads a reply at concurrency 1 ("two CPUs, caller
+    polling"); and both on one CPU ("one CPU"). Waking a process on another
+    CPU is what the first two pay; on a virtual machine that is an
+    interrupt through the hypervisor."""
+    cpus = sorted(os.sched_getaffinity(0))
+    placements = {"one CPU": (cpus[0], cpus[0], False)}
+    if len(cpus) > 1:
+        placements = {"two CPUs": (cpus[0], cpus[1], False), "two CPUs, caller polling": (cpus[0], cpus[1], True),
+                      **placements}
+    before = os.sched_getaffinity(0)
+    out: dict[str, float] = {}
+    try:
+        for name, (mine, theirs, polling) in placements.items():
+            a, b = socket.socketpair()
+            child = subprocess.Popen([sys.executable, "-c", _ECHO_CHILD, str(b.fileno()), str(theirs)],
+                                     pass_fds=(b.fileno(),), stdin=subprocess.DEVNULL)
+            b.close()
+            os.sched_setaffinity(0, {mine})
+            a.setblocking(not polling)
+            times = []
+            try:
+                for i in range(warmup + n):
+                    t0 = time.perf_counter_ns()
+                    a.send(b"x")
+                    while True:
+                        try:
+                            a.recv(64)
+                            break
+                        except BlockingIOError:
+                            pass
+                    times.append(time.perf_counter_ns() - t0)
+            finally:
+                a.close()
+                child.wait(10)
+            out[name] = statistics.median(times[warmup:]) / 1e3
+    finally:
+        os.sched_setaffinity(0, before)
+    return out
 
 
 def host_busy(seconds: float = 1.0) -> float:

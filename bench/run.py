@@ -190,6 +190,7 @@ def _warm_rounds(ctx: Context, agent, nopoll, request: bytes, make, servers, env
     tput: dict[tuple[str, int, str], list[loadgen.ThroughputResult]] = {}
     kinds: dict[str, int] = {}
     nopoll_kinds: dict[str, int] = {}
+    inside: tuple[list[int], list[int]] = ([], [])   # the agent's own timings of the timed warm calls
     throttled: dict[str, list[int]] = {}   # phase -> [periods, throttled periods, throttled ns]
     make_dry = functools.partial(workloads.dry_run_request, workloads.WARM_FUNCTION)
 
@@ -211,6 +212,8 @@ def _warm_rounds(ctx: Context, agent, nopoll, request: bytes, make, servers, env
             cfg.warmup_calls, responses))
         for name in latency:
             latency[name].append(got[name])
+        for have, got_now in zip(inside, workloads.agent_timings_us(responses["warm"])):
+            have.extend(got_now)
         for k, v in workloads.count_kinds(responses["warm"]).items():
             kinds[k] = kinds.get(k, 0) + v
         for k, v in workloads.count_kinds(responses["warm-nopoll"]).items():
@@ -228,8 +231,9 @@ def _warm_rounds(ctx: Context, agent, nopoll, request: bytes, make, servers, env
         tput.setdefault(("dry", top, cfg.client), []).append(loadgen.measure_throughput(
             servers["dry"][1], make_dry, top, cfg.seconds, cfg.warmup_s, cfg.client))
     warm_throttling = {k: v for k, v in throttled.items() if k.startswith("warm")}
+    progress("machine floor: one-byte round trips between two processes")
     return report.warm_section(cfg, latency, tput, kinds, envs_before, agent.environment_count(), warm_throttling,
-                               nopoll_kinds)
+                               nopoll_kinds, inside, host.wakeup_rtt_us())
 
 
 # -- 3 + 4: cold Invoke and its peers, interleaved ---------------------------------

@@ -73,6 +73,13 @@ def count_kinds(responses: list[bytes]) -> dict[str, int]:
     return counts
 
 
+def agent_timings_us(responses: list[bytes]) -> tuple[list[int], list[int]]:
+    """(total_us, handler_us) of each raw InvokeResponse: the time the invoker
+    spent on the call, from taking it to accounting for it, and the handler's."""
+    parsed = [invoker_pb2.InvokeResponse.FromString(raw).timings for raw in responses]
+    return [t.total_us for t in parsed], [t.handler_us for t in parsed]
+
+
 # -- the agent ------------------------------------------------------------------
 class AgentUnderTest:
     """A real ``runtime-agent serve`` process (tests/framework/agent.py) plus
