@@ -230,12 +230,12 @@ def wakeup_rtt_us(n: int = 3000, warmup: int = 300) -> dict[str, float]:
     polling"); and both on one CPU ("one CPU"). Waking a process on another
     CPU is what the first two pay; on a virtual machine that is an
     interrupt through the hypervisor."""
-    cpus = sorted(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    cpus = sorted(before)
     placements = {"one CPU": (cpus[0], cpus[0], False)}
     if len(cpus) > 1:
         placements = {"two CPUs": (cpus[0], cpus[1], False), "two CPUs, caller polling": (cpus[0], cpus[1], True),
                       **placements}
-    before = os.sched_getaffinity(0)
     out: dict[str, float] = {}
     try:
         for name, (mine, theirs, polling) in placements.items():
@@ -247,7 +247,7 @@ def wakeup_rtt_us(n: int = 3000, warmup: int = 300) -> dict[str, float]:
             a.setblocking(not polling)
             times = []
             try:
-                for i in range(warmup + n):
+                for _ in range(warmup + n):
                     t0 = time.perf_counter_ns()
                     a.send(b"x")
                     while True:

@@ -14,8 +14,9 @@ Measured in rounds, each with four freshly started agents (their order
 rotates): warm
 Invoke latency at concurrency 1 (alternating blocks, sync client in this
 process, one pre-built request) and throughput with 8 in flight (grpc.aio
-client in a process of its own; two windows per agent, A B C D D C B A). Overhead per round: on/off − 1 for the p50,
-1 − on/off for calls per second; the targets are judged on the medians.
+client in a process of its own; two windows per agent, A B C D D C B A).
+Overhead per round: on/off − 1 for the p50, 1 − on/off for calls per
+second; the targets are judged on the medians.
 OTLP tracing is off in both (it is off unless ``--otlp-endpoint``).
 """
 
@@ -168,7 +169,7 @@ def _section(cfg, latency, tput, kinds, logged, counted, envs, agent_us, cleanup
         "per agent after "
         f"{cfg.warmup_calls} untimed, alternating blocks of {cfg.block}) and then throughput at {IN_FLIGHT} in "
         f"flight (two {cfg.seconds:g} s windows per agent, each after {cfg.warmup_s:g} s of load, in the order "
-        "A B C D D C B A, pooled; `{cfg.client}` client in its own process). "
+        f"A B C D D C B A, pooled; `{cfg.client}` client in its own process). "
         "The order of the agents rotates and reverses from round to round.",
         "What ON adds per invocation, on the agent's event loop: three platform log records (START, END, "
         "REPORT: their numbers kept, the lines formatted and written at the 200 ms log flush), a read of the "

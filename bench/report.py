@@ -66,6 +66,7 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
                  nopoll_kinds: dict[str, int], inside: tuple[list[int], list[int]],
                  wakeup_us: dict[str, float]) -> Section:
     top = max(cfg.concurrency)
+    inside_p50 = [statistics.median(v) if v else 0 for v in inside]   # invoker total, handler (µs)
     echo_all = Summary.of([x for r in latency["echo"] for x in r])
     warm_all = Summary.of([x for r in latency["warm"] for x in r])
     nopoll_all = Summary.of([x for r in latency["warm-nopoll"] for x in r])
@@ -138,7 +139,7 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
         "(rounds: " + ", ".join(f"{x:.2f}" for x in dry_rps) + "). This is the part of each gap to echo that "
         "no sandbox work can win back; a warm call adds the round trip to its environment and its accounting "
         "(CPU and memory reads, usage, platform log lines) on top.",
-        _inside_note(warm_all, dry_all, inside, wakeup_us),
+        _inside_note(warm_all, dry_all, inside_p50, wakeup_us),
     ]
     return Section(
         "warm", "Floor (gRPC echo) and warm Invoke", notes,
@@ -157,17 +158,15 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
          "warm_nopoll": dataclasses.asdict(nopoll_all), "nopoll_p50_ratios": nopoll_ratios, "p50_ratios": lat_ratios,
          "dry_run": dataclasses.asdict(dry_all), "dry_run_p50_ratios": dry_lat, "dry_run_throughput_ratios": dry_rps,
          "throughput_ratios": rps_ratios, "throughput": tput_data, "start_kinds": kinds,
-         "invoker_total_us_p50": statistics.median(inside[0]) if inside[0] else 0,
-         "handler_us_p50": statistics.median(inside[1]) if inside[1] else 0, "wakeup_rtt_us": wakeup_us,
+         "invoker_total_us_p50": inside_p50[0], "handler_us_p50": inside_p50[1], "wakeup_rtt_us": wakeup_us,
          "cpu_throttling": {k: {"periods": p, "throttled": t, "throttled_ms": ns / 1e6}
                             for k, (p, t, ns) in throttling.items()},
          "_echo_ns": [x for r in latency["echo"] for x in r], "_warm_ns": [x for r in latency["warm"] for x in r],
          "_nopoll_ns": [x for r in latency["warm-nopoll"] for x in r], "_dry_ns": [x for r in latency["dry"] for x in r]})
 
 
-def _inside_note(warm: Summary, dry: Summary, inside: tuple[list[int], list[int]],
-                 wakeup_us: dict[str, float]) -> str:
-    total, handler = (statistics.median(v) if v else 0 for v in inside)
+def _inside_note(warm: Summary, dry: Summary, inside_p50: list[float], wakeup_us: dict[str, float]) -> str:
+    total, handler = inside_p50
     floor = ", ".join(f"{us:.0f} µs {name}" for name, us in wakeup_us.items())
     return (f"Where a warm call's time goes at concurrency 1 (medians of the timed calls): {ms(warm.p50_us)} ms "
             f"end to end, of which {total / 1e3:.3f} ms inside the invoker (the response's `timings.total_us`: "
