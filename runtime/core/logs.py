@@ -7,6 +7,12 @@ rotated one, so a function never holds more than ``cap_bytes`` on disk and a
 log flood only ever costs its own oldest lines. Writes are buffered and
 flushed on a short timer (and before every read), keeping file I/O off the
 invoke path. Followers get new lines through an asyncio queue.
+
+A quiet function costs the agent nothing: its lines wait in a list that the
+flush empties (a BufferedWriter would keep its whole buffer resident while
+the file is open), and at most ``MAX_OPEN_FILES`` files stay open, the least
+recently written closed first, so the descriptor table does not grow with
+the number of functions ever invoked.
 """
 
 from __future__ import annotations
@@ -15,15 +21,22 @@ import asyncio
 import dataclasses
 import json
 import json.encoder
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Iterator
 
+from runtime.errors import os_error
+
+log = logging.getLogger("runtime.logs")
+
 _escape = json.encoder.encode_basestring_ascii  # the C escaper json.dumps uses
 DEFAULT_CAP = 64 * 1024 * 1024
 MAX_LINE = 256 * 1024
 FLUSH_INTERVAL_S = 0.2
+MAX_OPEN_FILES = 128          # log files kept open; the least recently written is closed
+WRITE_AT = 256 * 1024         # a function's waiting bytes that are written before the flush
 FOLLOW_QUEUE = 10_000
 _REPORT = ("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t"
            "Max Memory Used: %d MB")
@@ -53,20 +66,60 @@ class LogLine:
 
 
 class _FunctionLog:
+    """One function's live log file. Lines wait in ``pending`` until the
+    store flushes (or ``WRITE_AT`` bytes wait), then go out in one write."""
+
     def __init__(self, path: Path, cap: int):
         self.path = path
         self.cap = cap
-        self.file = open(path, "ab", buffering=256 * 1024)
-        self.size = self.file.tell()
+        self.fd = self._open()
+        self.size = os.fstat(self.fd).st_size
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise os_error(f"open({self.path})", exc) from exc
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        if self.pending_bytes >= WRITE_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        data = b"".join(self.pending)
+        self.pending, self.pending_bytes = [], 0   # dropped even if the write fails: memory stays bounded
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            raise os_error(f"write({self.path})", exc) from exc
         self.size += len(data)
         if self.size > self.cap // 2:
-            self.file.close()
-            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-            self.file = open(self.path, "ab", buffering=256 * 1024)
-            self.size = 0
+            os.close(self.fd)
+            self.fd = -1
+            rotated = self.path.with_name(self.path.name + ".1")
+            try:
+                os.replace(self.path, rotated)
+            except OSError as exc:
+                raise os_error(f"rename({self.path}, {rotated})", exc) from exc
+            finally:  # reopened either way: the next write needs a file
+                self.fd = self._open()
+                self.size = os.fstat(self.fd).st_size
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
 
 class LogStore:
@@ -75,18 +128,35 @@ class LogStore:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.cap = cap_bytes
-        self._open: dict[str, _FunctionLog] = {}
+        self._open: dict[str, _FunctionLog] = {}   # least recently written first
+        self._dirty: set[str] = set()               # functions with lines waiting
         self._followers: dict[str, set[asyncio.Queue]] = {}
         self._captures: dict[str, list[str]] = {}
         self._pending_start: dict[str, tuple[str, int]] = {}   # request id -> (version, START time ns)
         self._deferred: list[tuple] = []    # ended invocations whose platform lines are not formatted yet
         self._flush_handle: asyncio.TimerHandle | None = None
 
-    def _log(self, function: str) -> _FunctionLog:
-        log = self._open.get(function)
-        if log is None:
-            log = self._open[function] = _FunctionLog(self.root / f"{function}.log", self.cap)
-        return log
+    def _write(self, function: str, data: bytes) -> None:
+        flog = self._open.pop(function, None)   # re-inserted last: most recently written
+        if flog is None:
+            if len(self._open) >= MAX_OPEN_FILES:
+                oldest = next(iter(self._open))
+                self._dirty.discard(oldest)
+                self._close(oldest, self._open.pop(oldest))
+            flog = _FunctionLog(self.root / f"{function}.log", self.cap)
+        self._open[function] = flog
+        try:
+            flog.write(data)
+        except OSError as exc:  # a full disk loses lines, never the invocation
+            log.warning("function log not written: %s", exc)
+        self._dirty.add(function)
+
+    @staticmethod
+    def _close(function: str, flog: _FunctionLog) -> None:
+        try:
+            flog.close()
+        except OSError as exc:
+            log.warning("function log of %s not written: %s", function, exc)
 
     # -- platform lines (START/END/REPORT) ---------------------------------------
     def begin(self, function: str, request_id: str, version: str) -> None:
@@ -126,8 +196,7 @@ class LogStore:
             report += "\tStatus: error\tError Type: " + error_type
         lines = [(pending[1], _start_line(request_id, pending[0]))] if pending else []
         lines += [(now, f"END RequestId: {request_id}"), (now, report)]
-        (self._open.get(function) or self._log(function)).write(
-            b"".join(self._record(t, request_id, "platform", text) for t, text in lines))
+        self._write(function, b"".join(self._record(t, request_id, "platform", text) for t, text in lines))
         if request_id in self._captures or self._followers.get(function):
             self._after_write(function, request_id, "platform", [text for _, text in lines], _seconds(now))
 
@@ -163,13 +232,12 @@ class LogStore:
         if request_id in self._pending_start:
             version, t = self._pending_start.pop(request_id)
             start_line = _start_line(request_id, version)
-            self._log(function).write(self._record(t, request_id, "platform", start_line))
+            self._write(function, self._record(t, request_id, "platform", start_line))
             self._after_write(function, request_id, "platform", [start_line], _seconds(t))
         text = raw.decode("utf-8", "replace")
         now = time.time_ns()
-        log = self._open.get(function) or self._log(function)
         parts = [text[i:i + MAX_LINE] for i in range(0, max(len(text), 1), MAX_LINE)]
-        log.write(b"".join(self._record(now, request_id, stream, part) for part in parts))
+        self._write(function, b"".join(self._record(now, request_id, stream, part) for part in parts))
         self._after_write(function, request_id, stream, parts, _seconds(now))
 
     def _schedule_flush(self) -> None:
@@ -185,8 +253,15 @@ class LogStore:
         self._flush_handle = None
         if self._deferred:
             self._materialise()
-        for log in self._open.values():
-            log.file.flush()
+        dirty, self._dirty = self._dirty, set()
+        for function in dirty:
+            flog = self._open.get(function)
+            if flog is None:
+                continue
+            try:
+                flog.flush()
+            except OSError as exc:  # one full disk or lost file must not stop the other logs
+                log.warning("function log not written: %s", exc)
 
     # -- per-invocation capture (LogType TAIL) --------------------------------
     def start_capture(self, request_id: str) -> None:
@@ -242,9 +317,11 @@ class LogStore:
 
     def delete(self, function: str) -> None:
         self._deferred = [r for r in self._deferred if r[0] != function]  # else they would recreate the file
-        log = self._open.pop(function, None)
-        if log is not None:
-            log.file.close()
+        self._dirty.discard(function)
+        flog = self._open.pop(function, None)
+        if flog is not None:
+            flog.pending.clear()   # the file is removed next
+            flog.close()
         for path in (self.root / f"{function}.log", self.root / f"{function}.log.1"):
             try:
                 path.unlink()
@@ -253,6 +330,7 @@ class LogStore:
 
     def close(self) -> None:
         self._materialise()
-        for log in self._open.values():
-            log.file.close()
+        for function, flog in self._open.items():
+            self._close(function, flog)
         self._open.clear()
+        self._dirty.clear()

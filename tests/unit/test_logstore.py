@@ -3,8 +3,9 @@ at flush time, yet every reader sees them, in the order things happened."""
 
 import asyncio
 import json
+import os
 
-from runtime.core.logs import LogStore
+from runtime.core.logs import FLUSH_INTERVAL_S, MAX_OPEN_FILES, WRITE_AT, LogStore
 
 RID_A = "11111111-1111-4111-8111-111111111111"
 RID_B = "22222222-2222-4222-8222-222222222222"
@@ -62,3 +63,51 @@ def test_capture_gets_platform_lines_at_once_and_delete_drops_deferred(tmp_path)
                                  f"REPORT RequestId: {RID_A}\tDuration: 2.00 ms\tBilled Duration: 2 ms\t"
                                  "Memory Size: 256 MB\tMax Memory Used: 7 MB"]
     store.close()
+
+
+def _open_logs(root) -> set[str]:
+    """Files under ``root`` this process holds open, from /proc/self/fd."""
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(root) + "/"):
+            held.add(os.path.basename(target))
+    return held
+
+
+def test_open_files_are_capped_least_recently_written_closed_first_and_nothing_lost(tmp_path):
+    store = LogStore(tmp_path)
+    names = [f"fn{i}" for i in range(MAX_OPEN_FILES + 40)]
+    for name in names:
+        store.append(name, RID_A, "stdout", f"first {name}".encode())
+    held = _open_logs(tmp_path)
+    assert len(held) == MAX_OPEN_FILES, "one descriptor per function ever invoked would grow without bound"
+    assert "fn0.log" not in held and f"{names[-1]}.log" in held, held
+    # A closed log is reopened and appended to: earlier lines stay, order kept.
+    store.append("fn0", RID_B, "stderr", b"second fn0")
+    assert "fn0.log" in _open_logs(tmp_path) and "fn1.log" not in _open_logs(tmp_path)
+    for name in names:
+        want = [f"first {name}"] + (["second fn0"] if name == "fn0" else [])
+        assert [d["m"] for d in _file_lines(store, name)] == want, name
+    store.close()
+    assert _open_logs(tmp_path) == set()
+
+
+def test_a_quiet_function_holds_no_buffer_and_large_output_is_written_before_the_flush(tmp_path):
+    async def scenario():
+        store = LogStore(tmp_path)   # in a running loop: lines wait for the timed flush
+        store.append("quiet", RID_A, "stdout", b"x" * 1000)
+        assert (tmp_path / "quiet.log").stat().st_size == 0, "lines wait for the flush"
+        line = b"y" * 64 * 1024
+        for _ in range(WRITE_AT // len(line) + 1):
+            store.append("loud", RID_B, "stdout", line)
+        assert (tmp_path / "loud.log").stat().st_size >= WRITE_AT, "a flood is written as it comes, not held"
+        await asyncio.sleep(FLUSH_INTERVAL_S * 2)
+        assert (tmp_path / "quiet.log").stat().st_size > 1000, "the timed flush writes what waited"
+        assert store._open["quiet"].pending == [], "a flushed log keeps no bytes in the agent"
+        store.close()
+
+    asyncio.run(scenario())
