@@ -8,6 +8,8 @@ Measures, in one run on one machine so that ratios hold on a noisy host:
                  breakdown, interleaved with the peers: what users would script
                  instead (a fresh nsjail + python3 per request, a bare python3)
   prewarmed      a first Invoke that finds a stem cell (bench/stemcells.py)
+  fresh          a function that gets a new environment for every call: paced,
+                 back to back, and with calls in flight (bench/fresh.py)
   runtimes       cold, prewarmed and warm Invoke of Python, Node.js, Java and a
                  custom runtime side by side (bench/runtimes.py)
   rie            AWS's Runtime Interface Emulator running the same custom
@@ -52,6 +54,7 @@ import grpc  # noqa: E402
 from runtime.v1 import invoker_pb2  # noqa: E402
 
 import echo_server  # noqa: E402
+import fresh  # noqa: E402
 import host  # noqa: E402
 import loadgen  # noqa: E402
 import report  # noqa: E402
@@ -257,6 +260,7 @@ SECTIONS = [
     ("warm", section_warm),
     ("cold", section_cold),
     ("prewarmed", stemcells.section_prewarmed),        # reads the cold section's figure
+    ("fresh", fresh.section_fresh),
     ("runtimes", runtimes.section_runtimes),
     ("native", native.section_native),
     ("rie", rie.section_rie),
