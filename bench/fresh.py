@@ -12,6 +12,8 @@ paced         one call at a time, each after the stem cell pool is full again
               (as the prewarmed section samples); taking turns with a call of
               the same handler in an ordinary (reused) environment after the
               same pause
+steady rate   one call every 1/``FRESH_RATE`` s for ``seconds`` (a function
+              called at a steady pace, well below what the host can start)
 back to back  one call at a time with no pause, for ``seconds``: each call
               also waits for its predecessor's cell to be replaced
 in flight     ``FRESH_IN_FLIGHT`` calls in flight for ``seconds``: sustained
@@ -41,6 +43,7 @@ SOURCE = ("CALLS = 0\n\ndef handler(event, context):\n    global CALLS\n    CALL
           "    with open('/tmp/mark') as f:\n        return [CALLS, len(f.read())]\n")
 FRESH, REUSED = "fresh-per-call", "fresh-control"
 FRESH_IN_FLIGHT = 4
+FRESH_RATE = 20.0            # calls per second, steady
 
 
 @dataclasses.dataclass
@@ -91,6 +94,14 @@ def section_fresh(ctx) -> Section:
             if i >= 5:
                 paced["fresh"].append(f)
                 paced["reused"].append(r)
+        progress(f"fresh: {FRESH_RATE:g} calls/s for {cfg.seconds:g} s")
+        pool.wait_full(STEM_CELLS)
+        steady: list[Call] = []
+        t0 = time.monotonic()
+        for k in range(int(cfg.seconds * FRESH_RATE)):
+            time.sleep(max(0.0, t0 + k / FRESH_RATE - time.monotonic()))
+            steady.append(_call(agent, fresh_req))
+        time.sleep(0.5)
         progress(f"fresh: back to back for {cfg.seconds:g} s")
         pool.wait_full(STEM_CELLS)
         back: list[Call] = []
@@ -112,17 +123,18 @@ def section_fresh(ctx) -> Section:
     flight_kinds = Counter(churn._label(resp, err) for _, resp, err in inside)
     flight_carried = sum(1 for _, resp, err in inside
                          if not err and json.loads(invoker_pb2.InvokeResponse.FromString(resp).payload) != [1, 1])
-    return _section(cfg, paced, back, back_s, inside, flight_kinds, flight_carried, starts, cleanup)
+    return _section(cfg, paced, steady, back, back_s, inside, flight_kinds, flight_carried, starts, cleanup)
 
 
 def _kinds(calls) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(Counter(c.kind for c in calls).items()))
 
 
-def _section(cfg, paced, back, back_s, inside, flight_kinds, flight_carried, starts, cleanup) -> Section:
+def _section(cfg, paced, steady, back, back_s, inside, flight_kinds, flight_carried, starts, cleanup) -> Section:
     fresh, reused = paced["fresh"], paced["reused"]
     s_fresh = Summary.of([c.client_ns for c in fresh])
     s_reused = Summary.of([c.client_ns for c in reused])
+    s_steady = Summary.of([c.client_ns for c in steady])
     s_back = Summary.of([c.client_ns for c in back])
     s_flight = Summary.of([ns for ns, _, err in inside if not err])
     prewarmed = [c for c in fresh if c.kind == "PREWARMED"]
@@ -130,10 +142,13 @@ def _section(cfg, paced, back, back_s, inside, flight_kinds, flight_carried, sta
             summary_row("  timings.init_us (specialising the stem cell)",
                         Summary.of([c.init_us * 1000 for c in fresh])),
             summary_row("same handler, reused environment, after the same pause", s_reused),
+            summary_row(f"fresh per call, {FRESH_RATE:g} calls/s", s_steady),
             summary_row("fresh per call, back to back", s_back),
             summary_row(f"fresh per call, {FRESH_IN_FLIGHT} in flight (latency under that load)", s_flight)]
     rates = [["paced (pool full before each call)", str(len(fresh)), "-", _kinds(fresh),
               f"{_carried(fresh)} of {len(fresh)}"],
+             [f"steady, {FRESH_RATE:g} calls/s", str(len(steady)), f"{FRESH_RATE:g}", _kinds(steady),
+              f"{_carried(steady)} of {len(steady)}"],
              ["back to back, one at a time", str(len(back)), f"{len(back) / back_s:.1f}", _kinds(back),
               f"{_carried(back)} of {len(back)}"],
              [f"{FRESH_IN_FLIGHT} in flight", str(len(inside)), f"{len(inside) / cfg.seconds:.1f}",
@@ -148,8 +163,11 @@ def _section(cfg, paced, back, back_s, inside, flight_kinds, flight_carried, sta
         f"before a reused call, {(SETTLE_S + QUIET_S) * 1000:.0f} ms. Sync gRPC client in the benchmark process. "
         f"Fresh p50 is {s_fresh.p50_us / max(1, s_reused.p50_us):.1f}× the reused environment's "
         f"({ms(s_fresh.p50_us)} vs {ms(s_reused.p50_us)} ms); {len(prewarmed)} of {len(fresh)} were PREWARMED.",
-        f"Back to back: one call at a time for {back_s:.1f} s. The agent replaces a taken stem cell "
-        "100 ms after taking it, so a call that comes sooner finds the pool short and starts cold.",
+        f"Steady: a call every {1000 / FRESH_RATE:.0f} ms for {cfg.seconds:g} s, each timed from when it "
+        "was sent. Back to back: one call at a time for "
+        f"{back_s:.1f} s. A taken stem cell is replaced once its call is answered (or 100 ms after it was "
+        f"taken, if the call runs longer), {STEM_CELLS} at a time at most; a call that comes while the pool "
+        "is empty starts cold.",
         f"In flight: {FRESH_IN_FLIGHT} calls in flight for {cfg.seconds:g} s from a client process of its own "
         "(grpc.aio); calls completed inside the window. Each is a sandbox started, one invocation, a sandbox "
         "destroyed: sustained churn, unlike the creation section, where nothing is torn down.",
@@ -168,8 +186,10 @@ def _section(cfg, paced, back, back_s, inside, flight_kinds, flight_carried, sta
         [],
         {"paced": {"fresh": dataclasses.asdict(s_fresh), "reused": dataclasses.asdict(s_reused),
                    "kinds": dict(Counter(c.kind for c in fresh))},
+         "steady": {"calls_per_s": FRESH_RATE, "latency": dataclasses.asdict(s_steady),
+                    "kinds": dict(Counter(c.kind for c in steady))},
          "back_to_back": {"latency": dataclasses.asdict(s_back), "calls_per_s": len(back) / back_s,
                           "kinds": dict(Counter(c.kind for c in back))},
          "in_flight": {"concurrency": FRESH_IN_FLIGHT, "latency": dataclasses.asdict(s_flight),
                        "calls_per_s": len(inside) / cfg.seconds, "kinds": dict(flight_kinds)},
-         "state_carried": _carried(fresh) + _carried(back) + flight_carried})
+         "state_carried": _carried(fresh) + _carried(steady) + _carried(back) + flight_carried})

@@ -208,7 +208,8 @@ def _section(cfg, got, waits, source, gauge_ok, starts, cleanup, results, quota)
         + ("" if gauge_ok else " (stem cells are outside every function pool, and the gauge only walks the "
            "pools), so the refill was read from the agent's lifecycle log lines instead") + ". Waiting for the "
         f"refill took p50 {waits_ms[len(waits_ms) // 2]:.0f} ms, max {waits_ms[-1]:.0f} ms "
-        "(the agent replenishes 100 ms after taking a cell, then starts one)." if waits_ms else "",
+        "(the agent starts a replacement once the call that took a cell is answered, or 100 ms after the "
+        "take if the call runs longer)." if waits_ms else "",
         "Agent counters at the end: " + ", ".join(f"{k.split('{')[1].rstrip('}')} = {v:.0f}"
                                                   for k, v in starts.items() if v) + ".",
         cleanup + ".",

@@ -51,6 +51,7 @@ log = logging.getLogger("runtime.pools")
 STEM_MEMORY_MB = 128
 STEM_TMP_MB = 512
 REPLENISH_DELAY_S = 0.1
+REFILL_GRACE_S = 0.002
 # Bootstraps that can wait, loaded, for a function (frame P): Python's,
 # Node's and the Runtime API relay.
 STEM_FAMILIES = ("python", "node", "provided")
@@ -106,7 +107,7 @@ class Pools:
                        if settings.keep_alive_policy == "hybrid" else fixed)
         self._prewarms: dict[str, asyncio.TimerHandle] = {}
         self._stems: dict[str, list[Environment]] = {}
-        self._replenishing: set[str] = set()
+        self._stems_starting: dict[str, set[Environment]] = {}
         self._provisioning: set[str] = set()
         self._closing = False
         self._stem_target = settings.stem_cells if settings.stem_cells and stem_cells_supported(host) else 0
@@ -124,7 +125,7 @@ class Pools:
     async def close(self) -> None:
         """Destroys every environment, stem cells first."""
         self._closing = True
-        for cells in self._stems.values():
+        for cells in (*self._stems.values(), *self._stems_starting.values()):
             for env in list(cells):
                 env.destroy("agent shutdown")
         for pending in self._prewarms.values():
@@ -316,8 +317,10 @@ class Pools:
             if self._memory_mb + delta > self.budget_mb:
                 cells.append(stem)
                 return None
-        # Replace the cell a little later: spawning blocks the loop for a few
-        # ms, which would land on this very invocation.
+        # Replace the cell when this call has been answered (release), or
+        # REPLENISH_DELAY_S from now if it runs longer: spawning blocks the
+        # loop for a few ms, which must not land on this very invocation.
+        stem.refill_runtime = rt.name
         asyncio.get_running_loop().call_later(REPLENISH_DELAY_S, self._replenish_soon, rt.name)
         self._memory_mb += delta
         stem.memory_mb = cfg.spec.memory_mb
@@ -331,37 +334,43 @@ class Pools:
         return stem, "prewarmed", None
 
     def _replenish_soon(self, runtime: str) -> None:
-        if self._stem_target and runtime not in self._replenishing and not self._closing:
-            self._replenishing.add(runtime)
-            asyncio.get_running_loop().create_task(self._replenish(runtime))
+        """Starts stem cells of ``runtime``, all at once, until ``stem_cells``
+        of them are ready or starting."""
+        if not self._stem_target or self._closing:
+            return
+        cells = self._stems.setdefault(runtime, [])
+        starting = self._stems_starting.setdefault(runtime, set())
+        rt = self.runtimes[runtime]
+        while len(cells) + len(starting) < self._stem_target:
+            if (self._count >= self.settings.max_environments
+                    or self._memory_mb + STEM_MEMORY_MB > self.budget_mb):
+                return  # stem cells never push out real work
+            env_id = f"stem-{runtime}-{os.getpid()}-{next(self._seq)}"
+            uid = self.host.allocate_uid()
+            environ = {**self._base_environ(), STEM_ENV: "1"}
+            spec = self.host.stem_spec(env_id, uid, rt, STEM_MEMORY_MB, STEM_TMP_MB, environ)
+            env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink,
+                                          self._on_dead, self.host.spawner), None, "", STEM_MEMORY_MB)
+            env.runtime_name = runtime
+            starting.add(env)
+            asyncio.get_running_loop().create_task(self._start_stem(env, starting, cells))
 
-    async def _replenish(self, runtime: str) -> None:
-        """Starts stem cells of ``runtime`` until there are ``stem_cells`` of them."""
+    async def _start_stem(self, env: Environment, starting: set[Environment], cells: list[Environment]) -> None:
         try:
-            cells = self._stems.setdefault(runtime, [])
-            rt = self.runtimes[runtime]
-            while len(cells) < self._stem_target and not self._closing:
-                if (self._count >= self.settings.max_environments
-                        or self._memory_mb + STEM_MEMORY_MB > self.budget_mb):
-                    return  # stem cells never push out real work
-                env_id = f"stem-{runtime}-{os.getpid()}-{next(self._seq)}"
-                uid = self.host.allocate_uid()
-                environ = {**self._base_environ(), STEM_ENV: "1"}
-                spec = self.host.stem_spec(env_id, uid, rt, STEM_MEMORY_MB, STEM_TMP_MB, environ)
-                env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink,
-                                              self._on_dead, self.host.spawner), None, "", STEM_MEMORY_MB)
-                env.runtime_name = runtime
-                try:
-                    self.host.before_spawn()
-                    await env.start(self.settings.init_timeout_s)
-                except (InitFailed, SandboxError, OSError) as exc:
-                    event("stem_failed", runtime=runtime, error=str(exc).replace(" ", "_"))
-                    env.destroy("stem cell failed to start")
-                    return
-                cells.append(env)
+            self.host.before_spawn()
+            await env.start(self.settings.init_timeout_s)
+        except (InitFailed, SandboxError, OSError) as exc:
+            # Not retried until a cell is next taken or dies: a runtime that
+            # cannot start is not restarted in a loop.
+            event("stem_failed", runtime=env.runtime_name, error=str(exc).replace(" ", "_"))
+            env.destroy("stem cell failed to start")
+            return
         finally:
-            self._replenishing.discard(runtime)
-
+            starting.discard(env)
+        if self._closing:
+            env.destroy("agent shutdown")
+        else:
+            cells.append(env)
 
     @staticmethod
     def _base_environ() -> dict[str, str]:
@@ -399,6 +408,11 @@ class Pools:
         """The call on ``env`` ended: keep it for the next one, as the keep-alive
         policy says, or destroy it (dead, function changed, fresh per call)."""
         pool = self._pools.get(cfg.name)
+        if env.refill_runtime:
+            # Its stem cell's replacement starts now that this call is answered
+            # (its response goes out first), not REPLENISH_DELAY_S after the take.
+            asyncio.get_running_loop().call_later(REFILL_GRACE_S, self._replenish_soon, env.refill_runtime)
+            env.refill_runtime = ""
         if env.state is not State.IDLE:
             return
         if pool is None or pool.revision != cfg.revision or env not in pool.all:

@@ -207,6 +207,9 @@ class Environment:
         self.function_created = 0.0
         self.memory_mb = spec.memory_mb
         self.runtime_name = ""
+        # Set by the pools on a stem cell taken for a function: the runtime
+        # whose cell pool to refill once this call is answered.
+        self.refill_runtime = ""
         self.provisioned = False  # kept initialised at all times, never reaped
         # Set through abandon() when the caller of the call under way has left:
         # gets that call's outcome when it ends.
