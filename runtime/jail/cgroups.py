@@ -4,18 +4,24 @@ Layout (v1, one tree per controller; v2 the same under the unified mount):
 
     <mount>/runtime-agent/<agent>/                 one per agent (data dir)
     <mount>/runtime-agent/<agent>/<env_id>/        one per environment, owns the limits
-    <mount>/runtime-agent/<agent>/<env_id>/NSJAIL.<pid>/   made by nsjail, holds the tasks
+    <mount>/runtime-agent/<agent>/<env_id>/NSJAIL.<pid>/   only with an nsjail that
+                                                   lacks --cgroup_procs: holds the tasks
 
 ``<agent>`` is derived from the agent's data dir, so a restarted agent finds
 (and sweeps) what its predecessor left, and two agents never touch each
 other's environments.
 
-The agent sets the limits on ``<env_id>`` itself and gives nsjail a looser
-limit for its child, so the environment's own directory is the one that hits
-the limit. That directory outlives the sandbox's processes, so the agent can
-still read after a death whether memory ran out (``failcnt``/``oom_kill``)
-and how much was used at peak. ``EnvCgroup.remove`` deletes both levels,
-killing anything left (no process outlives its sandbox).
+The agent sets the limits on ``<env_id>`` itself. On v1 the sandbox joins
+that directory in every controller before its first instruction (nsjail
+--cgroup_procs, scripts/nsjail-cgroup-procs.patch): one write per
+controller, cpuacct included. An nsjail without the option makes a
+NSJAIL.<pid> child per controller instead, with a looser memory limit so
+that the environment's own directory is the one that hits the limit, and
+the agent moves the sandbox into cpuacct after the start. The directory
+outlives the sandbox's processes, so the agent can still read after a death
+whether memory ran out (``failcnt``/``oom_kill``) and how much was used at
+peak. ``EnvCgroup.remove`` deletes every level, killing anything left (no
+process outlives its sandbox).
 """
 
 from __future__ import annotations
@@ -76,6 +82,9 @@ class CgroupRoot:
         self.version = version
         self.base = base
         self.rel = f"{ROOT_NAME}/{agent_id}"
+        # v1: the sandbox joins its environment's directories itself (nsjail
+        # --cgroup_procs), set by the host when its nsjail can.
+        self.join = False
         if version == 1:
             self.dirs = {c: base / c / self.rel for c in V1_CONTROLLERS if (base / c).is_dir()}
         elif version == 2:
@@ -115,7 +124,7 @@ class CgroupRoot:
     def plan(self, env_id: str) -> CgroupPlan:
         if self.version == 1:
             return CgroupPlan(1, f"{self.rel}/{env_id}",
-                              v1_mounts={c: str(self.base / c) for c in self.dirs})
+                              v1_mounts={c: str(self.base / c) for c in self.dirs}, join=self.join)
         if self.version == 2:
             return CgroupPlan(2, f"{self.rel}/{env_id}", v2_mount=str(self.base))
         return CgroupPlan(0)
@@ -185,9 +194,12 @@ class EnvCgroup:
             _write(self.dirs["unified"] / "memory.max", str(new))
 
     def cpu_leaves(self) -> list[Path]:
-        """nsjail's NSJAIL.<pid> directories under the environment's cpu
-        directory (v1), found once: scandir's entry types, no stat per file
-        (~0.3 ms saved on the path that specialises a stem cell)."""
+        """The v1 cpu directories holding the sandbox: the environment's own
+        when it joined it, else nsjail's NSJAIL.<pid> directories under it,
+        found once: scandir's entry types, no stat per file (~0.3 ms saved on
+        the path that specialises a stem cell)."""
+        if self.root.join:
+            return [self.dirs["cpu"]] if "cpu" in self.dirs else []
         if not self._leaves and "cpu" in self.dirs:
             try:
                 with os.scandir(self.dirs["cpu"]) as entries:
@@ -199,13 +211,17 @@ class EnvCgroup:
     def set_cpu(self, ms_per_sec: int) -> None:
         """CPU quota in ms of CPU per second of wall time (1000 = one core); 0 lifts it.
 
-        v1 sets it on nsjail's leaf directory: lowering a leaf is always
-        allowed, while a parent below its child's quota is refused (EINVAL)."""
+        v1 sets it where the sandbox is (cpu_leaves): on nsjail's leaf, not
+        its parent, since lowering a leaf is always allowed while a parent
+        below its child's quota is refused (EINVAL). A joined directory has
+        the kernel's default period, CPU_PERIOD_US; nsjail's leaf has 1 s.
+        Each write walks every cpu cgroup of the host (tg_set_cfs_bandwidth)."""
         if self.root.version == 1:
             quota = str(ms_per_sec * CPU_PERIOD_US // 1000) if ms_per_sec else "-1"
             for leaf in self.cpu_leaves():
                 _write(leaf / "cpu.cfs_quota_us", quota)
-                _write(leaf / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                if not self.root.join:
+                    _write(leaf / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         elif self.root.version == 2:
             quota = str(ms_per_sec * CPU_PERIOD_US // 1000) if ms_per_sec else "max"
             _write(self.dirs["unified"] / "cpu.max", f"{quota} {CPU_PERIOD_US}")
@@ -214,8 +230,9 @@ class EnvCgroup:
         """Moves every task of the environment into the v1 controller nsjail
         cannot join (cpuacct, for CPU-seconds); returns how many. Repeats
         until no new task appears, so a fork racing the move is caught too.
-        A v1 migration takes milliseconds: call it off the event loop."""
-        if self.root.version != 1:
+        A v1 migration takes milliseconds: call it off the event loop.
+        Nothing to do when the sandbox joined cpuacct itself."""
+        if self.root.version != 1 or self.root.join:
             return 0
         targets = [self.dirs[c] / "cgroup.procs" for c in ("cpuacct",) if c in self.dirs]
         moved: set[int] = set()
@@ -335,6 +352,13 @@ def build(spec: SandboxSpec) -> list[str]:
     mem_bytes = spec.memory_mb * 1024 * 1024
     # nsjail's own limit is looser, so the environment's directory trips first.
     child_mem = str(mem_bytes * 2)
+    if plan.version == 1 and plan.join:
+        # The limits are on the environment's directories already (EnvCgroup.create):
+        # one write per controller, and CPU is counted (cpuacct) from the first
+        # instruction, instead of a new directory per controller with its own
+        # limits, made by nsjail, removed at exit, and a later cpuacct migration.
+        return [arg for c, mount in plan.v1_mounts.items()
+                for arg in ("--cgroup_procs", f"{mount}/{plan.parent}/cgroup.procs")]
     if plan.version == 1:
         args = ["--cgroup_mem_max", child_mem, "--cgroup_mem_parent", plan.parent,
                 "--cgroup_mem_mount", plan.v1_mounts["memory"],

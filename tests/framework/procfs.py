@@ -37,3 +37,21 @@ def mapping_kib(pid: int, suffix: str, keys: tuple[str, ...] = ("Rss", "Pss")) -
         elif inside and head and head[0][:-1] in totals:
             totals[head[0][:-1]] += int(head[1])
     return totals
+
+
+def sandbox_pids(function: str) -> dict[str, list[int]]:
+    """Processes of each live environment of ``function`` (v1 pids cgroup),
+    by environment directory: in that directory when the sandbox joined it,
+    or in nsjail's NSJAIL.<pid> inside it (an nsjail without --cgroup_procs)."""
+    import glob
+    live: dict[str, list[int]] = {}
+    for env in glob.glob(f"/sys/fs/cgroup/pids/runtime-agent/*/{function}-*"):
+        pids: list[int] = []
+        for procs in (f"{env}/cgroup.procs", *glob.glob(f"{env}/NSJAIL.*/cgroup.procs")):
+            try:
+                pids += [int(p) for p in Path(procs).read_text().split()]
+            except OSError:
+                pass  # removed meanwhile
+        if pids:
+            live[env] = pids
+    return live

