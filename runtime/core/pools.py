@@ -346,9 +346,18 @@ class Pools:
                     or self._memory_mb + STEM_MEMORY_MB > self.budget_mb):
                 return  # stem cells never push out real work
             env_id = f"stem-{runtime}-{os.getpid()}-{next(self._seq)}"
-            uid = self.host.allocate_uid()
-            environ = {**self._base_environ(), STEM_ENV: "1"}
-            spec = self.host.stem_spec(env_id, uid, rt, STEM_MEMORY_MB, STEM_TMP_MB, environ)
+            try:  # called from death and release callbacks: a failure is logged, not raised
+                uid = self.host.allocate_uid()
+            except SandboxError as exc:
+                event("stem_failed", runtime=runtime, error=str(exc).replace(" ", "_"))
+                return
+            try:
+                spec = self.host.stem_spec(env_id, uid, rt, STEM_MEMORY_MB, STEM_TMP_MB,
+                                           {**self._base_environ(), STEM_ENV: "1"})
+            except (SandboxError, OSError) as exc:
+                self.host.release_uid(uid)
+                event("stem_failed", runtime=runtime, error=str(exc).replace(" ", "_"))
+                return
             env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink,
                                           self._on_dead, self.host.spawner), None, "", STEM_MEMORY_MB)
             env.runtime_name = runtime
