@@ -35,6 +35,7 @@ import workloads
 from host import progress
 from loadgen import Summary
 from report import SUMMARY_HEADER, Section, Table, ms, summary_row
+from runtime.core.pools import STEM_MAX_FACTOR
 from runtime.v1 import invoker_pb2
 from stemcells import QUIET_S, SETTLE_S, STEM_CELLS, StemPool
 
@@ -166,8 +167,9 @@ def _section(cfg, paced, steady, back, back_s, inside, flight_kinds, flight_carr
         f"Steady: a call every {1000 / FRESH_RATE:.0f} ms for {cfg.seconds:g} s, each timed from when it "
         "was sent. Back to back: one call at a time for "
         f"{back_s:.1f} s. A taken stem cell is replaced once its call is answered (or 100 ms after it was "
-        f"taken, if the call runs longer), {STEM_CELLS} at a time at most; a call that comes while the pool "
-        "is empty starts cold.",
+        f"taken, if the call runs longer); while cells are taken quickly the pool grows beyond {STEM_CELLS} "
+        f"(up to {STEM_MAX_FACTOR * STEM_CELLS}: runtime/core/pools.py, STEM_LEAD_S); a call that comes "
+        "while the pool is empty starts cold.",
         f"In flight: {FRESH_IN_FLIGHT} calls in flight for {cfg.seconds:g} s from a client process of its own "
         "(grpc.aio); calls completed inside the window. Each is a sandbox started, one invocation, a sandbox "
         "destroyed: sustained churn, unlike the creation section, where nothing is torn down.",

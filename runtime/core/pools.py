@@ -22,8 +22,10 @@ Everything here runs on the agent's event-loop thread.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
+import math
 import os
 import time
 from typing import TYPE_CHECKING, Mapping
@@ -52,6 +54,14 @@ STEM_MEMORY_MB = 128
 STEM_TMP_MB = 512
 REPLENISH_DELAY_S = 0.1
 REFILL_GRACE_S = 0.002
+# A runtime's cells follow demand: beyond --stem-cells, as many more as are
+# taken in STEM_LEAD_S at the rate of the last STEM_WINDOW_S (about how long a
+# cell takes to start under load), up to STEM_MAX_FACTOR × --stem-cells; the
+# extra ones go after STEM_SURPLUS_IDLE_S without a take.
+STEM_WINDOW_S = 1.0
+STEM_LEAD_S = 0.05
+STEM_MAX_FACTOR = 4
+STEM_SURPLUS_IDLE_S = 10.0
 # Bootstraps that can wait, loaded, for a function (frame P): Python's,
 # Node's and the Runtime API relay.
 STEM_FAMILIES = ("python", "node", "provided")
@@ -108,6 +118,7 @@ class Pools:
         self._prewarms: dict[str, asyncio.TimerHandle] = {}
         self._stems: dict[str, list[Environment]] = {}
         self._stems_starting: dict[str, set[Environment]] = {}
+        self._stem_takes: dict[str, collections.deque[float]] = {}   # monotonic times of recent takes
         self._provisioning: set[str] = set()
         self._closing = False
         self._stem_target = settings.stem_cells if settings.stem_cells and stem_cells_supported(host) else 0
@@ -311,6 +322,7 @@ class Pools:
         rt = self.runtimes[cfg.spec.runtime]
         cells = self._stems[rt.name]
         stem = cells.pop()
+        self._stem_takes.setdefault(rt.name, collections.deque()).append(time.monotonic())
         delta = cfg.spec.memory_mb - stem.memory_mb
         if delta > 0 and self._memory_mb + delta > self.budget_mb:
             self._evict_idle(delta)
@@ -333,15 +345,28 @@ class Pools:
             return stem, "prewarmed", exc
         return stem, "prewarmed", None
 
+    def _stem_goal(self, runtime: str) -> int:
+        """How many cells ``runtime`` should have: ``stem_cells``, plus what
+        recent demand takes while one starts (see STEM_LEAD_S)."""
+        takes = self._stem_takes.get(runtime)
+        if not takes:
+            return self._stem_target
+        horizon = time.monotonic() - STEM_WINDOW_S
+        while takes and takes[0] < horizon:
+            takes.popleft()
+        extra = math.ceil(len(takes) / STEM_WINDOW_S * STEM_LEAD_S)
+        return min(self._stem_target + extra, self._stem_target * STEM_MAX_FACTOR)
+
     def _replenish_soon(self, runtime: str) -> None:
-        """Starts stem cells of ``runtime``, all at once, until ``stem_cells``
-        of them are ready or starting."""
+        """Starts stem cells of ``runtime``, all at once, until as many as
+        ``_stem_goal`` are ready or starting."""
         if not self._stem_target or self._closing:
             return
         cells = self._stems.setdefault(runtime, [])
         starting = self._stems_starting.setdefault(runtime, set())
         rt = self.runtimes[runtime]
-        while len(cells) + len(starting) < self._stem_target:
+        goal = self._stem_goal(runtime)
+        while len(cells) + len(starting) < goal:
             if (self._count >= self.settings.max_environments
                     or self._memory_mb + STEM_MEMORY_MB > self.budget_mb):
                 return  # stem cells never push out real work
@@ -546,5 +571,11 @@ class Pools:
             for env in list(pool.idle):
                 if env.expires_at <= now:
                     env.destroy("idle")
+                    reaped += 1
+        for runtime, cells in self._stems.items():
+            takes = self._stem_takes.get(runtime)
+            if len(cells) > self._stem_target and not (takes and takes[-1] > now - STEM_SURPLUS_IDLE_S):
+                for env in cells[:len(cells) - self._stem_target]:   # the oldest first
+                    env.destroy("stem cell no longer needed")
                     reaped += 1
         return reaped

@@ -240,3 +240,41 @@ def test_fresh_environment_per_call(fresh_agent):
     assert all(k in (invoker_pb2.PREWARMED, invoker_pb2.COLD) for k in kinds)
     assert kinds.count(invoker_pb2.PREWARMED) >= 3, kinds
     c.close()
+
+
+def test_stem_cells_follow_demand_and_fall_back_when_it_ends(fresh_agent):
+    """Cells taken quickly (fresh environments per call, back to back) make
+    the runtime keep more than --stem-cells ready, at most four times as many;
+    after STEM_SURPLUS_IDLE_S without a take the extra ones go."""
+    import glob
+
+    from runtime.core.pools import STEM_MAX_FACTOR, STEM_SURPLUS_IDLE_S
+    from runtime.v1 import invoker_pb2
+    fresh_agent.extra_args = ("--stem-cells", "1", "--keep-alive", "2")
+    fresh_agent.start()
+    c = Client(fresh_agent.target)
+
+    def cells():
+        return len(glob.glob("/sys/fs/cgroup/memory/runtime-agent/*/stem-python3.11-*"))
+
+    deadline = time.monotonic() + 20
+    while cells() < 1:
+        assert time.monotonic() < deadline, "the stem cell did not start"
+        time.sleep(0.1)
+    c.create("churn", {"app.py": "def handler(e, c):\n    return 1\n"}, fresh_environment_per_call=True)
+    most, kinds = 0, []
+    t_end = time.monotonic() + 3
+    while time.monotonic() < t_end:
+        resp, body = c.invoke_json("churn")
+        assert body == 1
+        kinds.append(resp.start_kind)
+        most = max(most, cells())
+    assert kinds.count(invoker_pb2.PREWARMED) > 0
+    # One cell would show at most two directories: the one in use and its replacement.
+    assert 2 < most <= STEM_MAX_FACTOR + 1, f"{most} stem cell directories at most during the calls"
+    # After the demand ends, back to one (a directory goes with its cell).
+    deadline = time.monotonic() + STEM_SURPLUS_IDLE_S + 15
+    while cells() != 1:
+        assert time.monotonic() < deadline, f"{cells()} stem cells long after the last take"
+        time.sleep(0.2)
+    c.close()
