@@ -317,12 +317,14 @@ class EnvCgroup:
             pids |= self._tasks(controller)
         return pids
 
-    def remove(self) -> None:
-        """Kills what is left inside and removes the directories (idempotent)."""
+    def remove(self, attempts: int = 50) -> None:
+        """Kills what is left inside and removes the directories (idempotent).
+        Between attempts it sleeps; the event loop passes ``attempts=1`` and
+        retries later itself (EBUSY while the last tasks finish exiting)."""
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
-        for attempt in range(50):
+        for attempt in range(attempts):
             pids = self.pids()
             for pid in pids:
                 try:
@@ -343,7 +345,8 @@ class EnvCgroup:
                         busy = True
             if not busy:
                 return
-            time.sleep(0.002 * (attempt + 1))
+            if attempt + 1 < attempts:
+                time.sleep(0.002 * (attempt + 1))
         raise os_error(f"rmdir({list(self.dirs.values())})", err=errno.EBUSY)
 
 

@@ -595,12 +595,14 @@ class Environment:
             self._watchdog.cancel()
             self._watchdog = None
 
-    def _cleanup_cgroup(self) -> None:
+    def _cleanup_cgroup(self, delay_s: float = 0.002) -> None:
+        """Removes the cgroup without blocking the loop: while the last tasks
+        finish exiting (EBUSY) it tries again later, waiting longer each time."""
         if self.cgroup is not None:
             try:
-                self.cgroup.remove()
+                self.cgroup.remove(attempts=1)
             except OSError:
-                self._loop.call_later(0.5, self._cleanup_cgroup)
+                self._loop.call_later(delay_s, self._cleanup_cgroup, min(0.5, delay_s * 2))
 
     def destroy(self, reason: str) -> None:
         """Kills the sandbox and frees everything it held. Idempotent."""

@@ -248,7 +248,7 @@ def test_stem_cells_follow_demand_and_fall_back_when_it_ends(fresh_agent):
     after STEM_SURPLUS_IDLE_S without a take the extra ones go."""
     import glob
 
-    from runtime.core.pools import STEM_MAX_FACTOR, STEM_SURPLUS_IDLE_S
+    from runtime.core.pools import STEM_SURPLUS_IDLE_S
     from runtime.v1 import invoker_pb2
     fresh_agent.extra_args = ("--stem-cells", "1", "--keep-alive", "2")
     fresh_agent.start()
@@ -270,8 +270,10 @@ def test_stem_cells_follow_demand_and_fall_back_when_it_ends(fresh_agent):
         kinds.append(resp.start_kind)
         most = max(most, cells())
     assert kinds.count(invoker_pb2.PREWARMED) > 0
-    # One cell would show at most two directories: the one in use and its replacement.
-    assert 2 < most <= STEM_MAX_FACTOR + 1, f"{most} stem cell directories at most during the calls"
+    # One cell would show at most two directories, the one in use and its
+    # replacement (the directories of used ones go within milliseconds);
+    # more means the pool grew.
+    assert most > 2 + 1, f"{most} stem cell directories at most during the calls"
     # After the demand ends, back to one (a directory goes with its cell).
     deadline = time.monotonic() + STEM_SURPLUS_IDLE_S + 15
     while cells() != 1:
