@@ -60,7 +60,7 @@ def _call(agent: workloads.AgentUnderTest, request: bytes) -> Call:
     raw = agent.invoke_raw(request, timeout=60)
     client_ns = time.perf_counter_ns() - t0
     resp = invoker_pb2.InvokeResponse.FromString(raw)
-    kind = f"ERROR:{resp.function_error}" if resp.function_error else workloads.START_KINDS.get(resp.start_kind, "?")
+    kind = workloads.start_kind(raw)
     try:
         body = json.loads(resp.payload)
     except ValueError:

@@ -67,6 +67,10 @@ STEM_SURPLUS_IDLE_S = 10.0
 STEM_FAMILIES = ("python", "node", "provided")
 
 
+def _stem_failed(runtime: str, exc: Exception) -> None:
+    event("stem_failed", runtime=runtime, error=str(exc).replace(" ", "_"))
+
+
 def stem_cells_supported(host: SandboxHost) -> bool:
     """Stem cells need detached mounts (root, Linux 5.12+) and cgroups."""
     return not host.rootless and host.cgroup_version != 0 and code_mounts_supported()
@@ -374,15 +378,13 @@ class Pools:
             try:  # called from death and release callbacks: a failure is logged, not raised
                 uid = self.host.allocate_uid()
             except SandboxError as exc:
-                event("stem_failed", runtime=runtime, error=str(exc).replace(" ", "_"))
-                return
+                return _stem_failed(runtime, exc)
             try:
                 spec = self.host.stem_spec(env_id, uid, rt, STEM_MEMORY_MB, STEM_TMP_MB,
                                            {**self._base_environ(), STEM_ENV: "1"})
             except (SandboxError, OSError) as exc:
                 self.host.release_uid(uid)
-                event("stem_failed", runtime=runtime, error=str(exc).replace(" ", "_"))
-                return
+                return _stem_failed(runtime, exc)
             env = self._track(Environment(env_id, spec, self.host.env_cgroup(env_id), self._sink,
                                           self._on_dead, self.host.spawner), None, "", STEM_MEMORY_MB)
             env.runtime_name = runtime
@@ -396,7 +398,7 @@ class Pools:
         except (InitFailed, SandboxError, OSError) as exc:
             # Not retried until a cell is next taken or dies: a runtime that
             # cannot start is not restarted in a loop.
-            event("stem_failed", runtime=env.runtime_name, error=str(exc).replace(" ", "_"))
+            _stem_failed(env.runtime_name, exc)
             env.destroy("stem cell failed to start")
             return
         finally:

@@ -332,11 +332,3 @@ def nsjail_joins_cgroups(nsjail: Path) -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return "--cgroup_procs" in out.stdout + out.stderr
-
-
-def nsjail_version(nsjail: Path) -> str:
-    try:
-        out = subprocess.run([str(nsjail), "--help"], capture_output=True, text=True, timeout=10)
-    except OSError as exc:
-        return f"unusable ({exc})"
-    return "ok" if "nsjail" in (out.stdout + out.stderr).lower() else "unknown"
