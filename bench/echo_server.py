@@ -14,6 +14,11 @@ and the bytes received are the bytes sent back. The benchmark sends it the
 serialised InvokeRequest of the no-op function, so both servers see the same
 bytes on the wire.
 
+With ``--cpu N`` every thread of the server runs on CPU N, as the agent
+runs its own (``--agent-cpu``, default on): the floor of record is the
+faster of the two placements, so the agent's placement is not an advantage
+the floor lacks.
+
 ``EchoProcess`` starts and stops it from the benchmark process.
 """
 
@@ -75,8 +80,9 @@ async def serve(listen: str) -> int:
 class EchoProcess:
     """The echo server as a child process of the benchmark."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", cpu: int | None = None):
         self.host = host
+        self.cpu = cpu  # every thread of the server on this CPU, as the agent's (--agent-cpu)
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -88,7 +94,8 @@ class EchoProcess:
         # Port 0: the server picks a free port and reports it, so there is no
         # race between choosing a port here and binding it there.
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--listen", f"{self.host}:0"],
+            [sys.executable, str(Path(__file__).resolve()), "--listen", f"{self.host}:0",
+             *(("--cpu", str(self.cpu)) if self.cpu is not None else ())],
             # stderr is inherited: a crash or a gRPC warning shows up in the run's output
             # instead of filling a pipe nobody reads.
             stdout=subprocess.PIPE)
@@ -140,7 +147,12 @@ class EchoProcess:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="gRPC unary echo server (benchmark floor)")
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT; port 0 picks a free one")
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="run every thread of the server on this CPU, as the agent runs its own")
     args = parser.parse_args(argv)
+    if args.cpu is not None:
+        # Before gRPC starts a thread: they all inherit it, as in the agent.
+        os.sched_setaffinity(0, {args.cpu})
     return asyncio.run(serve(args.listen))
 
 

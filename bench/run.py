@@ -51,6 +51,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import grpc  # noqa: E402
+from runtime.sandbox import placement  # noqa: E402
 from runtime.v1 import invoker_pb2  # noqa: E402
 
 import echo_server  # noqa: E402
@@ -107,6 +108,8 @@ class Context:
         self.results: dict[str, dict] = {}
         self._echo: echo_server.EchoProcess | None = None
         self._echo_channel: grpc.Channel | None = None
+        self._echo1: echo_server.EchoProcess | None = None
+        self._echo1_channel: grpc.Channel | None = None
         self._agent: workloads.AgentUnderTest | None = None
         self._deployed: set[str] = set()
 
@@ -115,6 +118,17 @@ class Context:
             self._echo = echo_server.EchoProcess().start()
             self._echo_channel = grpc.insecure_channel(self._echo.target, options=loadgen.CHANNEL_OPTIONS)
         return self._echo, self._echo_channel
+
+    def echo_one_cpu(self) -> tuple[echo_server.EchoProcess, grpc.Channel] | None:
+        """The echo server with every thread on the agent's CPU (as
+        ``--agent-cpu auto`` places the agent's), or None on one CPU."""
+        cpu = placement.choose("auto", placement.allowed_cpus())
+        if cpu is None:
+            return None
+        if self._echo1 is None:
+            self._echo1 = echo_server.EchoProcess(cpu=cpu).start()
+            self._echo1_channel = grpc.insecure_channel(self._echo1.target, options=loadgen.CHANNEL_OPTIONS)
+        return self._echo1, self._echo1_channel
 
     @property
     def agent_started(self) -> bool:
@@ -137,6 +151,10 @@ class Context:
             self._echo_channel.close()
         if self._echo is not None:
             self._echo.stop()
+        if self._echo1_channel is not None:
+            self._echo1_channel.close()
+        if self._echo1 is not None:
+            self._echo1.stop()
         if self._agent is not None:
             self._agent.stop()
 
@@ -157,6 +175,7 @@ def section_warm(ctx: Context) -> Section:
         raise RuntimeError("a DRY_RUN Invoke was not answered 204")
     servers = {
         "echo": (lambda: echo_call(request), loadgen.Target(echo.target, echo_server.METHOD), None),
+        **_echo_one_cpu(ctx, request),
         "warm": (lambda: agent.invoke_raw(request), loadgen.Target(agent.target, workloads.INVOKE_METHOD),
                  workloads.start_kind),
         # The agent of record answering DRY_RUN: the API layer without the sandbox.
@@ -175,24 +194,43 @@ def section_warm(ctx: Context) -> Section:
         progress(f"prewarming: {agent.environment_count()} of {top} environments")
         loadgen.measure_throughput(servers["warm"][1], make, top, 2 * cfg.warmup_s, 0.0, cfg.client)
     envs_before = agent.environment_count()
-    # The same calls to an agent with reply polling off, for latency only: it
-    # shows what polling (on by default, concurrency 1 only) is worth.
-    nopoll = workloads.AgentUnderTest(("--reply-poll-us", "0")).start()
+    # The same calls to an agent with reply polling off and to one whose
+    # threads the scheduler places (--agent-cpu none), for latency only: they
+    # show what polling and the agent's placement (both on by default) are worth.
+    others: dict[str, workloads.AgentUnderTest] = {}
     try:
-        nopoll.deploy(workloads.WARM_FUNCTION)
-        return _warm_rounds(ctx, agent, nopoll, request, make, servers, envs_before)
+        for name, flags in (("warm-nopoll", ("--reply-poll-us", "0")), ("warm-spread", ("--agent-cpu", "none"))):
+            others[name] = workloads.AgentUnderTest(flags).start()
+            others[name].deploy(workloads.WARM_FUNCTION)
+        return _warm_rounds(ctx, agent, others, request, make, servers, envs_before)
     finally:
-        nopoll.stop()
+        for other in others.values():
+            other.stop()
 
 
-def _warm_rounds(ctx: Context, agent, nopoll, request: bytes, make, servers, envs_before: int) -> Section:
+def _echo_one_cpu(ctx: Context, request: bytes) -> dict:
+    """The echo server with its threads on the agent's CPU, as a server entry
+    (none on a one-CPU host: there the two placements are the same)."""
+    got = ctx.echo_one_cpu()
+    if got is None:
+        return {}
+    echo1, channel = got
+    call = loadgen.raw_unary(channel, echo_server.METHOD)
+    if call(request) != request:
+        raise RuntimeError("echo server (one CPU) did not echo")
+    return {"echo1": (lambda: call(request), loadgen.Target(echo1.target, echo_server.METHOD), None)}
+
+
+def _warm_rounds(ctx: Context, agent, others: dict, request: bytes, make, servers, envs_before: int) -> Section:
     cfg = ctx.cfg
     top = max(cfg.concurrency)
-    servers = {**servers, "warm-nopoll": (lambda: nopoll.invoke_raw(request), None, workloads.start_kind)}
-    latency: dict[str, list[list[int]]] = {"echo": [], "warm": [], "warm-nopoll": [], "dry": []}
+    servers = {**servers, **{name: (functools.partial(other.invoke_raw, request), None, workloads.start_kind)
+                             for name, other in others.items()}}
+    latency: dict[str, list[list[int]]] = {name: [] for name in ("echo", "echo1", "warm", "warm-nopoll",
+                                                                  "warm-spread", "dry") if name in servers}
     tput: dict[tuple[str, int, str], list[loadgen.ThroughputResult]] = {}
     kinds: dict[str, int] = {}
-    nopoll_kinds: dict[str, int] = {}
+    other_kinds: dict[str, dict[str, int]] = {name: {} for name in others}
     inside: tuple[list[int], list[int]] = ([], [])   # the agent's own timings of the timed warm calls
     throttled: dict[str, list[int]] = {}   # phase -> [periods, throttled periods, throttled ns]
     make_dry = functools.partial(workloads.dry_run_request, workloads.WARM_FUNCTION)
@@ -209,22 +247,25 @@ def _warm_rounds(ctx: Context, agent, nopoll, request: bytes, make, servers, env
         # Alternate who goes first, so a trend within a round does not favour one side.
         order = ("echo", "warm") if r % 2 == 0 else ("warm", "echo")
         progress(f"round {r + 1}/{cfg.rounds}: echo and warm latency, {cfg.calls} calls each")
-        responses: dict[str, list] = {"warm": [], "warm-nopoll": []}
+        responses: dict[str, list] = {"warm": [], "warm-nopoll": [], "warm-spread": []}
         got = measured("warm latency", lambda: loadgen.measure_latency_interleaved(
-            {name: servers[name][0] for name in (*order, "warm-nopoll", "dry")}, cfg.calls, cfg.block,
-            cfg.warmup_calls, responses))
+            {name: servers[name][0] for name in (*order, *(n for n in latency if n not in order))}, cfg.calls,
+            cfg.block, cfg.warmup_calls, responses))
         for name in latency:
             latency[name].append(got[name])
         for have, got_now in zip(inside, workloads.agent_timings_us(responses["warm"])):
             have.extend(got_now)
         for k, v in workloads.count_kinds(responses["warm"]).items():
             kinds[k] = kinds.get(k, 0) + v
-        for k, v in workloads.count_kinds(responses["warm-nopoll"]).items():
-            nopoll_kinds[k] = nopoll_kinds.get(k, 0) + v
+        for name in others:
+            for k, v in workloads.count_kinds(responses[name]).items():
+                other_kinds[name][k] = other_kinds[name].get(k, 0) + v
         for c in cfg.concurrency:
             clients = (cfg.client, "threads") if c == top and cfg.client != "threads" else (cfg.client,)
             for client in clients:
-                for name in order:
+                # The one-CPU echo competes for the floor at the judged point only.
+                names = (*order, "echo1") if c == top and client == cfg.client and "echo1" in servers else order
+                for name in names:
                     progress(f"round {r + 1}/{cfg.rounds}: {name} throughput, {c} in flight ({client})")
                     _, target, inspect = servers[name]
                     res = measured(f"{name} throughput {c} ({client})", lambda: loadgen.measure_throughput(
@@ -236,7 +277,7 @@ def _warm_rounds(ctx: Context, agent, nopoll, request: bytes, make, servers, env
     warm_throttling = {k: v for k, v in throttled.items() if k.startswith("warm")}
     progress("machine floor: one-byte round trips between two processes")
     return report.warm_section(cfg, latency, tput, kinds, envs_before, agent.environment_count(), warm_throttling,
-                               nopoll_kinds, inside, host.wakeup_rtt_us())
+                               other_kinds, inside, host.wakeup_rtt_us())
 
 
 # -- 3 + 4: cold Invoke and its peers, interleaved ---------------------------------

@@ -12,13 +12,15 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from runtime import __version__, agentlog
 from runtime.agent import Agent, AgentSettings, default_data_dir
 from runtime.core.invoker import InvokerSettings
 from runtime.core.tokens import SCOPES, TokenStore
-from runtime.errors import AgentError
+from runtime.errors import AgentError, InvalidParameterValue
+from runtime.sandbox import placement
 
 log = logging.getLogger("runtime.cli")
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -51,6 +53,14 @@ def _reply_poll_us(text: str) -> int:
     if not 0 <= value <= 10_000:
         raise argparse.ArgumentTypeError(f"{value} is out of range: allowed 0-10000 microseconds")
     return value
+
+
+def _agent_cpu(text: str) -> str:
+    try:
+        placement.choose(text, placement.allowed_cpus())
+    except InvalidParameterValue as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix(f"{exc.field}: ")) from None
+    return text
 
 
 def _unix_path(address: str) -> Path:
@@ -86,6 +96,9 @@ async def _serve(args: argparse.Namespace) -> int:
         otlp_endpoint=args.otlp_endpoint, max_unpacked_mb=args.max_unpacked_mb,
         outbound=(args.outbound_iface, args.outbound_subnet, args.outbound_gateway) if args.outbound_iface else None,
         rootless=True if args.rootless else None)
+    # Blocking work handed to threads (code unpacking, cgroup moves) runs on any CPU.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(thread_name_prefix="agent-worker", initializer=placement.run_anywhere))
     try:
         agent = Agent.open(settings)
     except AgentError as exc:
@@ -269,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="while a single invocation is in flight, wait up to this long for its reply "
                             "by polling instead of sleeping: lower latency on virtual machines, at the "
                             "cost of that much CPU per call (default 200, 0 turns it off, at most 10000)")
+    serve.add_argument("--agent-cpu", type=_agent_cpu, default="auto", metavar="auto|none|CPU",
+                       help="run the agent's own threads (event loop, gRPC) on one CPU, so that handing a "
+                            "call from one to the next is not an interrupt to another CPU; sandboxes run "
+                            "on every CPU. auto (default): the highest-numbered CPU the agent may use; "
+                            "none: leave them to the scheduler")
     serve.add_argument("--memory-budget-mb", type=int, default=0,
                        help="memory all environments together may use (default: host memory minus "
                             "max(1 GiB, 10%%))")
@@ -319,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     agentlog.configure(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text"))
     if args.command == "serve":
+        # Before any thread exists: gRPC's and the event loop's inherit it.
+        placement.pin_agent(placement.choose(args.agent_cpu, placement.allowed_cpus()))
         return asyncio.run(_serve(args))
     if args.command == "tokens":
         return _tokens(args)

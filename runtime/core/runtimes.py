@@ -25,6 +25,7 @@ import zipfile
 from pathlib import Path
 
 import runtime as _pkg
+from runtime.sandbox import placement
 
 PYTHON_MINORS = range(8, 15)
 # Host directories every runtime needs: the dynamic loader, libc, the
@@ -351,9 +352,10 @@ def _archive_java_classes(rt: Runtime, dest: Path) -> Runtime:
         ours, theirs = socket.socketpair()
         with ours:
             try:
-                proc = subprocess.Popen([*rt.argv, f"-XX:ArchiveClassesAtExit={dest / JAVA_ARCHIVE}"],
-                                        stdin=theirs.fileno(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        cwd=task, env=env)
+                with placement.children_anywhere():  # seconds of JVM work: not on the agent's CPU
+                    proc = subprocess.Popen([*rt.argv, f"-XX:ArchiveClassesAtExit={dest / JAVA_ARCHIVE}"],
+                                            stdin=theirs.fileno(), stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, cwd=task, env=env)
             finally:
                 theirs.close()
             ours.settimeout(30)

@@ -49,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from runtime.errors import SandboxError, os_error
 from runtime.jail import compose
 from runtime.jail.spec import SandboxSpec
+from runtime.sandbox import placement
 
 CLONE_FILES = 0x400
 CONTROL_FD_ENV = "_RUNTIME_CONTROL_FD"   # the control socket's number in the sandbox
@@ -71,9 +72,10 @@ def _popen(spec: SandboxSpec, control: int, stdout: int, stderr: int) -> tuple[s
     spec = dataclasses.replace(spec, pass_fds=() if on_stdin else (control,),
                                environ={**spec.environ, CONTROL_FD_ENV: "0" if on_stdin else str(control)})
     try:
-        proc = subprocess.Popen(compose.build(spec), stdin=control if on_stdin else subprocess.DEVNULL,
-                                stdout=stdout, stderr=stderr, pass_fds=spec.pass_fds, env=dict(spec.environ),
-                                close_fds=True)
+        with placement.children_anywhere():  # the agent's threads share one CPU; sandboxes do not
+            proc = subprocess.Popen(compose.build(spec), stdin=control if on_stdin else subprocess.DEVNULL,
+                                    stdout=stdout, stderr=stderr, pass_fds=spec.pass_fds,
+                                    env=dict(spec.environ), close_fds=True)
     except OSError as exc:
         raise SandboxError(f"spawn of nsjail ({spec.nsjail}) failed: {exc}") from exc
     return proc, spec
@@ -106,6 +108,7 @@ class Spawner:
     def _enter(self) -> None:
         """In the spawner thread, once: signals blocked, a private table."""
         try:
+            placement.run_anywhere()
             # Process-directed signals go to the other threads. A handler run
             # here would write the event loop's wakeup byte into this table.
             self._sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())

@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from runtime.sandbox import placement
+
 log = logging.getLogger("runtime.warmer")
 
 
@@ -55,6 +57,7 @@ class MigrationWarmer:
         self._wake.set()
 
     def _run(self) -> None:
+        placement.run_anywhere()  # not on the event loop's CPU: it runs while sandboxes start
         pid = str(self._proc.pid).encode()
         targets = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in (self.a, self.b)]
         try:
