@@ -8,8 +8,10 @@ through an inter-processor interrupt; on a virtual machine, whose idle CPUs
 halt, that interrupt goes through the hypervisor and costs tens of
 microseconds (bench/host.py ``wakeup_rtt_us``: 75 µs for a round trip
 between two CPUs here, 6 µs on one). With every agent thread on one CPU the
-hand-offs are local; a warm Invoke at concurrency 1 took about a fifth less
-time here, and throughput under load did not change (bench/RESULTS.md).
+hand-offs are local: a warm Invoke at concurrency 1 takes about a fifth less
+time here (bench/RESULTS.md, warm section, against an agent started with
+``--agent-cpu none``), and in side-by-side runs neither throughput at 32 in
+flight nor the environment creation rate changed beyond their noise.
 
 The agent is one Python process with one event loop: one CPU is what it can
 use anyway. Its sandboxes, and the threads that start them or do blocking
