@@ -126,6 +126,15 @@ def assert_dies_and_is_replaced(client: "Client", name: str, event: dict, words:
     assert body == "ok" and resp.start_kind == invoker_pb2.COLD
 
 
+def refused_by_serve(data_dir: Path, *flags: str) -> str:
+    """Runs ``runtime-agent serve`` with ``flags``, which it must refuse as a
+    usage error (exit 2) before serving; returns what it wrote to stderr."""
+    out = subprocess.run([str(BIN / "runtime-agent"), "serve", "--listen", "127.0.0.1:0", "--data-dir",
+                          str(data_dir), *flags], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    return out.stderr
+
+
 class AgentProcess:
     def __init__(self, data_dir: Path | None = None, extra_args: tuple[str, ...] = ()):
         self.own_dir = data_dir is None

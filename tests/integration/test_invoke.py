@@ -8,7 +8,7 @@ import uuid
 import grpc
 import pytest
 
-from framework.agent import assert_dies_and_is_replaced, error_type
+from framework.agent import assert_dies_and_is_replaced, error_type, refused_by_serve
 from runtime.v1 import invoker_pb2, logs_pb2, usage_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -326,12 +326,5 @@ def test_reply_polling_setting_keeps_every_answer_and_log_line(fresh_agent, poll
 @pytest.mark.parametrize("value,words", [("-1", "allowed 0-10000"), ("10001", "allowed 0-10000"),
                                          ("fast", "not a whole number")])
 def test_reply_poll_setting_is_checked(tmp_path, value, words):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    out = subprocess.run([str(Path(sys.executable).parent / "runtime-agent"), "serve", "--listen", "127.0.0.1:0",
-                          "--reply-poll-us", value, "--data-dir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 2
-    assert "--reply-poll-us" in out.stderr and words in out.stderr
+    stderr = refused_by_serve(tmp_path, "--reply-poll-us", value)
+    assert "--reply-poll-us" in stderr and words in stderr

@@ -5,13 +5,11 @@ every CPU it was allowed. Read from /proc and from inside a sandbox."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from framework.agent import Client
+from framework.agent import Client, refused_by_serve
 from framework.procfs import children
 
 ALLOWED = frozenset(os.sched_getaffinity(0))
@@ -89,9 +87,6 @@ def test_none_leaves_every_thread_to_the_scheduler(fresh_agent):
 @pytest.mark.parametrize("value,words", [(str(max(ALLOWED) + 1), "is not one this process may use"),
                                          ("fast", "is not a CPU")])
 def test_agent_cpu_setting_is_checked(tmp_path, value, words):
-    out = subprocess.run([str(Path(sys.executable).parent / "runtime-agent"), "serve", "--listen", "127.0.0.1:0",
-                          "--agent-cpu", value, "--data-dir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 2
-    assert "--agent-cpu" in out.stderr and words in out.stderr
-    assert ", ".join(str(c) for c in sorted(ALLOWED)) in out.stderr   # what is allowed
+    stderr = refused_by_serve(tmp_path, "--agent-cpu", value)
+    assert "--agent-cpu" in stderr and words in stderr
+    assert ", ".join(str(c) for c in sorted(ALLOWED)) in stderr   # what is allowed
