@@ -55,12 +55,12 @@ def _reply_poll_us(text: str) -> int:
     return value
 
 
-def _agent_cpu(text: str) -> str:
+def _agent_cpu(text: str) -> int | None:
+    """--agent-cpu as the CPU to pin the agent's threads to (None: not pinned)."""
     try:
-        placement.choose(text, placement.allowed_cpus())
+        return placement.choose(text, placement.allowed_cpus())
     except InvalidParameterValue as exc:
         raise argparse.ArgumentTypeError(exc.message.removeprefix(f"{exc.field}: ")) from None
-    return text
 
 
 def _unix_path(address: str) -> Path:
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     agentlog.configure(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text"))
     if args.command == "serve":
         # Before any thread exists: gRPC's and the event loop's inherit it.
-        placement.pin_agent(placement.choose(args.agent_cpu, placement.allowed_cpus()))
+        placement.pin_agent(args.agent_cpu)
         return asyncio.run(_serve(args))
     if args.command == "tokens":
         return _tokens(args)

@@ -48,20 +48,23 @@ def choose(setting: str, allowed: frozenset[int]) -> int | None:
     """The CPU for the agent's threads from ``--agent-cpu``: "auto" (the
     highest-numbered allowed CPU, away from CPU 0, where the kernel tends to
     handle device interrupts), "none", or a CPU number. None means the
-    threads run anywhere, as they do anyway when only one CPU is allowed."""
-    if setting == "none" or len(allowed) < 2:
+    threads run anywhere, as they do anyway when only one CPU is allowed
+    (a value is checked all the same)."""
+    if setting == "none":
         return None
     if setting == "auto":
-        return max(allowed)
-    try:
-        cpu = int(setting)
-    except ValueError:
-        raise InvalidParameterValue(
-            "agent-cpu", f"{setting!r} is not a CPU: use auto, none or one of {_span(allowed)}") from None
-    if cpu not in allowed:
-        raise InvalidParameterValue(
-            "agent-cpu", f"CPU {cpu} is not one this process may use: use auto, none or one of {_span(allowed)}")
-    return cpu
+        cpu = max(allowed)
+    else:
+        try:
+            cpu = int(setting)
+        except ValueError:
+            raise InvalidParameterValue(
+                "agent-cpu", f"{setting!r} is not a CPU: use auto, none or one of {_span(allowed)}") from None
+        if cpu not in allowed:
+            raise InvalidParameterValue(
+                "agent-cpu", f"CPU {cpu} is not one this process may use: use auto, none or one of "
+                f"{_span(allowed)}")
+    return cpu if len(allowed) >= 2 else None
 
 
 def pin_agent(cpu: int | None) -> None:

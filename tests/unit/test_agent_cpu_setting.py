@@ -27,3 +27,9 @@ def test_other_values_are_refused_naming_what_is_allowed(value, words):
     with pytest.raises(InvalidParameterValue) as err:
         choose(value, frozenset({0, 2}))
     assert words in err.value.message and "auto, none or one of 0, 2" in err.value.message
+
+
+def test_a_bad_value_is_refused_on_a_single_cpu_too():
+    with pytest.raises(InvalidParameterValue) as err:
+        choose("4", frozenset({3}))
+    assert "CPU 4 is not one this process may use" in err.value.message
