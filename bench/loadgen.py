@@ -19,6 +19,10 @@ Reusable by every benchmark section:
     client's CPU time does not share a GIL with the benchmark orchestrator,
     and so that client state (channels, threads) cannot leak between runs.
 
+``measure_throughput_interleaved(targets, make_request, concurrency, window_s, cycles)``
+    The same for several servers from one client process, in short
+    alternating windows, for ratios between servers on a noisy host.
+
 Requests and responses are raw bytes on a channel with identity
 (de)serialisers: the client pays no protobuf cost for the echo server nor for
 the agent, so the client side is identical and the difference is the server.
@@ -184,15 +188,39 @@ def measure_throughput(target: Target, make_request: Callable[[int], bytes], con
     """
     if client not in ("aio", "threads"):
         raise ValueError(f"client must be 'aio' or 'threads', not {client!r}")
+    return _in_child(_child, target, make_request, concurrency, seconds, warmup_s, client, inspect,
+                     timeout=warmup_s + seconds + 120, what=f"throughput child ({client}, c={concurrency})")
+
+
+def measure_throughput_interleaved(targets: dict[str, Target], make_request: Callable[[int], bytes],
+                                   concurrency: int, window_s: float, cycles: int, warmup_s: float = 0.2,
+                                   inspect: Callable[[bytes], str] | None = None) -> dict[str, ThroughputResult]:
+    """Throughput of several servers in short alternating windows, from one
+    client process (grpc.aio, one channel per server).
+
+    Each cycle loads every server in turn (A B C, then C B A, ...): for
+    ``warmup_s`` untimed, then for a ``window_s`` window whose completed calls
+    are counted; the calls still in flight finish before the next server's
+    turn, so only one server is loaded at a time. Load on a shared host comes
+    and goes within seconds; with windows this short every swing hits all
+    servers alike and their ratio holds, as in ``measure_latency_interleaved``.
+    Returns each server's windows pooled into one result.
+    """
+    names = list(targets)
+    return _in_child(_interleaved_child, targets, make_request, concurrency, window_s, cycles, warmup_s, inspect,
+                     timeout=len(names) * cycles * (window_s + warmup_s + 5) + 120,
+                     what=f"interleaved throughput child (c={concurrency}, {', '.join(names)})")
+
+
+def _in_child(fn, *args, timeout: float, what: str):
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, target, make_request, concurrency, seconds, warmup_s,
-                                            client, inspect), daemon=True)
+    proc = ctx.Process(target=fn, args=(child, *args), daemon=True)
     proc.start()
     child.close()
     try:
-        if not parent.poll(warmup_s + seconds + 120):
-            raise TimeoutError(f"throughput child ({client}, c={concurrency}) did not report")
+        if not parent.poll(timeout):
+            raise TimeoutError(f"{what} did not report")
         result = parent.recv()
     finally:
         proc.join(30)
@@ -200,7 +228,7 @@ def measure_throughput(target: Target, make_request: Callable[[int], bytes], con
             proc.kill()
             proc.join()
     if isinstance(result, BaseException):
-        raise RuntimeError(f"throughput child failed: {result!r}") from result
+        raise RuntimeError(f"{what} failed: {result!r}") from result
     return result
 
 
@@ -209,19 +237,54 @@ def _child(conn, target, make_request, concurrency, seconds, warmup_s, client, i
         requests = [make_request(i) for i in range(concurrency)]
         run = _run_aio if client == "aio" else _run_threads
         start, end, per_slot, errors = run(target, requests, warmup_s, seconds)
-        latency, labels = [], Counter()
-        for samples in per_slot:
-            for t_start, t_end, resp in samples:
-                if start <= t_end <= end:
-                    latency.append(t_end - t_start)
-                    if inspect is not None:
-                        labels[inspect(resp)] += 1
-        conn.send(ThroughputResult(client, concurrency, len(latency), errors, (end - start) / 1e9,
-                                   latency, dict(labels)))
+        conn.send(_result(client, concurrency, start, end, per_slot, errors, inspect))
     except BaseException as exc:  # reported to the parent instead of a silent exit code
         conn.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
+
+
+def _interleaved_child(conn, targets, make_request, concurrency, window_s, cycles, warmup_s, inspect) -> None:
+    try:
+        requests = [make_request(i) for i in range(concurrency)]
+        gc.disable()
+        conn.send(asyncio.run(_interleaved(targets, requests, window_s, cycles, warmup_s, inspect)))
+    except BaseException as exc:
+        conn.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+async def _interleaved(targets, requests, window_s, cycles, warmup_s, inspect) -> dict[str, ThroughputResult]:
+    channels = {name: grpc.aio.insecure_channel(t.address, options=CHANNEL_OPTIONS) for name, t in targets.items()}
+    try:
+        calls = {}
+        for name, channel in channels.items():
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            calls[name] = channel.unary_unary(targets[name].method, request_serializer=None,
+                                              response_deserializer=None)
+        names = list(targets)
+        windows: dict[str, list[ThroughputResult]] = {name: [] for name in names}
+        for cycle in range(cycles):
+            for name in names if cycle % 2 == 0 else names[::-1]:
+                start, end, per_slot, errors = await _load(calls[name], requests, warmup_s, window_s)
+                windows[name].append(_result("aio", len(requests), start, end, per_slot, errors, inspect))
+        return {name: ThroughputResult.pooled(w) for name, w in windows.items()}
+    finally:
+        for channel in channels.values():
+            await channel.close()
+
+
+def _result(client, concurrency, start, end, per_slot, errors, inspect) -> ThroughputResult:
+    """The calls of ``per_slot`` that completed inside [start, end]."""
+    latency, labels = [], Counter()
+    for samples in per_slot:
+        for t_start, t_end, resp in samples:
+            if start <= t_end <= end:
+                latency.append(t_end - t_start)
+                if inspect is not None:
+                    labels[inspect(resp)] += 1
+    return ThroughputResult(client, concurrency, len(latency), errors, (end - start) / 1e9, latency, dict(labels))
 
 
 def _window(warmup_s: float, seconds: float) -> tuple[int, int]:
@@ -230,33 +293,39 @@ def _window(warmup_s: float, seconds: float) -> tuple[int, int]:
     return start, start + int(seconds * 1e9)
 
 
+async def _load(call, requests: list[bytes], warmup_s: float, seconds: float):
+    """Keeps one call per request in flight on ``call`` until the window
+    closes; returns (start, end, per-slot samples, errors)."""
+    start, end = _window(warmup_s, seconds)
+    errors = 0
+
+    async def slot(req: bytes) -> list:
+        nonlocal errors
+        clock, samples = time.perf_counter_ns, []
+        while True:
+            t0 = clock()
+            if t0 >= end:
+                return samples
+            try:
+                resp = await call(req)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                await asyncio.sleep(0.01)  # an outage must not become a busy loop
+                continue
+            t1 = clock()
+            if t1 >= start:
+                samples.append((t0, t1, resp))
+
+    per_slot = await asyncio.gather(*(slot(r) for r in requests))
+    return start, end, per_slot, errors
+
+
 def _run_aio(target: Target, requests: list[bytes], warmup_s: float, seconds: float):
     async def main():
         async with grpc.aio.insecure_channel(target.address, options=CHANNEL_OPTIONS) as channel:
             await asyncio.wait_for(channel.channel_ready(), 30)
             call = channel.unary_unary(target.method, request_serializer=None, response_deserializer=None)
-            start, end = _window(warmup_s, seconds)
-            errors = 0
-
-            async def slot(req: bytes) -> list:
-                nonlocal errors
-                clock, samples = time.perf_counter_ns, []
-                while True:
-                    t0 = clock()
-                    if t0 >= end:
-                        return samples
-                    try:
-                        resp = await call(req)
-                    except grpc.aio.AioRpcError:
-                        errors += 1
-                        await asyncio.sleep(0.01)  # an outage must not become a busy loop
-                        continue
-                    t1 = clock()
-                    if t1 >= start:
-                        samples.append((t0, t1, resp))
-
-            per_slot = await asyncio.gather(*(slot(r) for r in requests))
-            return start, end, per_slot, errors
+            return await _load(call, requests, warmup_s, seconds)
 
     gc.disable()  # as in measure_latency: no collector pauses billed to the server
     return asyncio.run(main())

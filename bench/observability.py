@@ -13,8 +13,9 @@ function warmed to 8 environments:
 Measured in rounds, each with four freshly started agents (their order
 rotates): warm
 Invoke latency at concurrency 1 (alternating blocks, sync client in this
-process, one pre-built request) and throughput with 8 in flight (grpc.aio
-client in a process of its own; two windows per agent, A B C D D C B A).
+process, one pre-built request) and throughput with 8 in flight (one grpc.aio
+client process loading the agents in turn, in short windows: A B C D D C B A
+and so on; ``loadgen.measure_throughput_interleaved``).
 Overhead per round: on/off − 1 for the p50, 1 − on/off for calls per
 second; the targets are judged on the medians.
 OTLP tracing is off in both (it is off unless ``--otlp-endpoint``).
@@ -107,16 +108,16 @@ def _measure(cfg) -> tuple:
                 latency[k].append(got[k])
                 for label, n in workloads.count_kinds(responses[k]).items():
                     kinds[k][label] = kinds[k].get(label, 0) + n
-            # Two windows per agent, A B C D then D C B A: a drift of the host
-            # within the round then weighs on every agent alike.
-            windows: dict[str, list[loadgen.ThroughputResult]] = {k: [] for k in order}
-            for w, k in enumerate(order + order[::-1]):
-                progress(f"observability round {r + 1}/{cfg.obs_rounds}: {k} throughput, {IN_FLIGHT} in flight "
-                         f"(window {w // len(order) + 1} of 2)")
-                windows[k].append(loadgen.measure_throughput(targets[k], make, IN_FLIGHT, cfg.seconds,
-                                                             cfg.warmup_s, cfg.client, workloads.start_kind))
+            # Short windows, alternating A B C D D C B A ..., from one client
+            # process: a swing of the host lasts seconds and so hits every
+            # agent alike (a few long windows per agent let it land on one).
+            progress(f"observability round {r + 1}/{cfg.obs_rounds}: throughput, {IN_FLIGHT} in flight, "
+                     f"{cfg.obs_cycles} cycles of {cfg.obs_window_s:g} s windows")
+            got_tput = loadgen.measure_throughput_interleaved(
+                {k: targets[k] for k in order}, make, IN_FLIGHT, cfg.obs_window_s, cfg.obs_cycles,
+                cfg.obs_window_warmup_s, workloads.start_kind)
             for k in order:
-                res = loadgen.ThroughputResult.pooled(windows[k])
+                res = got_tput[k]
                 tput[k].append(res)
                 for label, n in res.labels.items():
                     kinds[k][label] = kinds[k].get(label, 0) + n
@@ -168,8 +169,10 @@ def _section(cfg, latency, tput, kinds, logged, counted, envs, agent_us, cleanup
         f"127.0.0.1:0 --no-platform-logs`). {cfg.obs_rounds} rounds; each measures latency ({cfg.calls} timed calls "
         "per agent after "
         f"{cfg.warmup_calls} untimed, alternating blocks of {cfg.block}) and then throughput at {IN_FLIGHT} in "
-        f"flight (two {cfg.seconds:g} s windows per agent, each after {cfg.warmup_s:g} s of load, in the order "
-        f"A B C D D C B A, pooled; `{cfg.client}` client in its own process). "
+        f"flight: one `aio` client process loads the four agents in turn, {cfg.obs_cycles} cycles (A B C D, then "
+        f"D C B A, ...), each agent's turn {cfg.obs_window_warmup_s:g} s of load and then a {cfg.obs_window_s:g} s "
+        "window whose completed calls are counted; the calls still in flight finish before the next agent's turn. "
+        "Short alternating windows make a swing of the host's load hit every agent alike. "
         "The order of the agents rotates and reverses from round to round.",
         "What ON adds per invocation, on the agent's event loop: three platform log records (START, END, "
         "REPORT: their numbers kept, the lines formatted and written at the 200 ms log flush), a read of the "

@@ -91,12 +91,15 @@ class Config:
     bursts: int = 3               # of the no-op burst; one fewer of the sleeping one
     idle_envs: int = 20
     obs_rounds: int = 5           # observability: a few % between agents needs more rounds than warm
+    obs_cycles: int = 12          # observability throughput: A B C D D C B A ... windows per round
+    obs_window_s: float = 0.5
+    obs_window_warmup_s: float = 0.1
     settle_s: float = 20.0        # before a section that needs a quiet host, wait up to this long
 
 
 QUICK = Config(rounds=1, calls=300, block=100, warmup_calls=50, seconds=1.0, warmup_s=0.5, cold_samples=20,
                prewarm_samples=15, creation_seconds=3.0, creation_concurrency=(8,), bursts=1, idle_envs=8,
-               obs_rounds=1, settle_s=2.0)
+               obs_rounds=1, obs_cycles=2, settle_s=2.0)
 
 
 class Context:
