@@ -111,3 +111,26 @@ def test_a_quiet_function_holds_no_buffer_and_large_output_is_written_before_the
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_platform_records_are_the_same_bytes_whether_or_not_someone_reads_them(tmp_path):
+    """Unread platform lines go straight to bytes; lines a capture or a
+    follower reads are built as text first. Both must write the same file."""
+    records = [
+        ("fn", RID_A, ("$LATEST", 1_700_000_000_123_456_789), 1_700_000_000_987_654_321, 1_234_567, 2, 128, 40,
+         15_500, 'Function.Fail"ed\tnaïve'),
+        ("fn", RID_B, None, 1_700_000_001_000_000_000, 999, 1, 10240, 0, 0, ""),
+        ("fn", RID_A, ("7", 1_700_000_002_000_000_001), 1_700_000_002_500_000_000, 5_000_000, 5, 256, 300, 0,
+         "Runtime.ExitError"),
+    ]
+    for i, record in enumerate(records):
+        unread, read = LogStore(tmp_path / f"unread{i}"), LogStore(tmp_path / f"read{i}")
+        read.start_capture(record[1])
+        unread._write_platform(record)
+        read._write_platform(record)
+        assert read.end_capture(record[1])
+        unread.flush()
+        read.flush()
+        assert (unread.root / "fn.log").read_bytes() == (read.root / "fn.log").read_bytes()
+        unread.close()
+        read.close()
