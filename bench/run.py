@@ -90,8 +90,10 @@ class Config:
     burst_size: int = 100
     bursts: int = 3               # of the no-op burst; one fewer of the sleeping one
     idle_envs: int = 20
-    obs_rounds: int = 5           # observability: a few % between agents needs more rounds than warm
-    obs_cycles: int = 12          # observability throughput: A B C D D C B A ... windows per round
+    # Observability: a few % between agents needs more rounds than warm; each
+    # round draws fresh agent processes, which differ by a few % on their own.
+    obs_rounds: int = 9
+    obs_cycles: int = 8           # observability throughput: A B C D D C B A ... windows per round
     obs_window_s: float = 0.5
     obs_window_warmup_s: float = 0.1
     settle_s: float = 20.0        # before a section that needs a quiet host, wait up to this long
