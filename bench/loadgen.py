@@ -194,7 +194,8 @@ def measure_throughput(target: Target, make_request: Callable[[int], bytes], con
 
 def measure_throughput_interleaved(targets: dict[str, Target], make_request: Callable[[int], bytes],
                                    concurrency: int, window_s: float, cycles: int, warmup_s: float = 0.2,
-                                   inspect: Callable[[bytes], str] | None = None) -> dict[str, ThroughputResult]:
+                                   inspect: dict[str, Callable[[bytes], str] | None] | None = None
+                                   ) -> dict[str, ThroughputResult]:
     """Throughput of several servers in short alternating windows, from one
     client process (grpc.aio, one channel per server).
 
@@ -204,6 +205,7 @@ def measure_throughput_interleaved(targets: dict[str, Target], make_request: Cal
     turn, so only one server is loaded at a time. Load on a shared host comes
     and goes within seconds; with windows this short every swing hits all
     servers alike and their ratio holds, as in ``measure_latency_interleaved``.
+    ``inspect`` maps a server to the labeller of its responses (optional).
     Returns each server's windows pooled into one result.
     """
     names = list(targets)
@@ -268,7 +270,8 @@ async def _interleaved(targets, requests, window_s, cycles, warmup_s, inspect) -
         for cycle in range(cycles):
             for name in names if cycle % 2 == 0 else names[::-1]:
                 start, end, per_slot, errors = await _load(calls[name], requests, warmup_s, window_s)
-                windows[name].append(_result("aio", len(requests), start, end, per_slot, errors, inspect))
+                windows[name].append(_result("aio", len(requests), start, end, per_slot, errors,
+                                             (inspect or {}).get(name)))
         return {name: ThroughputResult.pooled(w) for name, w in windows.items()}
     finally:
         for channel in channels.values():

@@ -115,7 +115,7 @@ def _measure(cfg) -> tuple:
                      f"{cfg.obs_cycles} cycles of {cfg.obs_window_s:g} s windows")
             got_tput = loadgen.measure_throughput_interleaved(
                 {k: targets[k] for k in order}, make, IN_FLIGHT, cfg.obs_window_s, cfg.obs_cycles,
-                cfg.obs_window_warmup_s, workloads.start_kind)
+                cfg.obs_window_warmup_s, dict.fromkeys(order, workloads.start_kind))
             for k in order:
                 res = got_tput[k]
                 tput[k].append(res)

@@ -131,8 +131,14 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
     notes = [
         f"{cfg.rounds} rounds; each round measures echo and warm latency ({cfg.calls} timed calls each after "
         f"{cfg.warmup_calls} untimed, in alternating blocks of {cfg.block}), then throughput at "
-        f"{', '.join(map(str, cfg.concurrency))} in flight ({cfg.seconds:g} s windows after {cfg.warmup_s:g} s of "
-        "load, echo and warm alternating). Which server goes first alternates from round to round. "
+        f"{', '.join(map(str, cfg.concurrency))} in flight: " + (
+            f"one `aio` client process loads the servers in turn, {cfg.tput_cycles} cycles (echo, warm, then warm, "
+            f"echo, ...; at {top} in flight the one-CPU echo too), each server's turn {cfg.tput_window_warmup_s:g} s "
+            f"of load and then a {cfg.tput_window_s:g} s window whose completed calls are counted, so that a swing "
+            "of the host's load hits every server alike; the `threads` client and DRY_RUN run "
+            if cfg.client == "aio" else "") +
+        f"{cfg.seconds:g} s windows after {cfg.warmup_s:g} s of load, each from a client process of its own. "
+        "Which server goes first alternates from round to round. "
         "Ratios are taken per round; the targets are judged on their median.",
         "Both servers receive the same bytes: the serialised InvokeRequest of the no-op function "
         "(`def handler(e, c): return None`, payload `{}`). The echo server returns them unparsed.",

@@ -79,6 +79,10 @@ class Config:
     block: int = 200              # ... taken in alternating blocks of this many
     warmup_calls: int = 200
     seconds: float = 3.0          # measured window of one throughput run
+    # Warm throughput (aio client): servers loaded in turn, in short windows.
+    tput_cycles: int = 6
+    tput_window_s: float = 0.5
+    tput_window_warmup_s: float = 0.1
     warmup_s: float = 1.0         # load before the window opens
     concurrency: tuple[int, ...] = (1, 8, 32)
     client: str = "aio"           # throughput client of record; "threads" is measured too at max concurrency
@@ -101,7 +105,7 @@ class Config:
 
 QUICK = Config(rounds=1, calls=300, block=100, warmup_calls=50, seconds=1.0, warmup_s=0.5, cold_samples=20,
                prewarm_samples=15, creation_seconds=3.0, creation_concurrency=(8,), bursts=1, idle_envs=8,
-               obs_rounds=1, obs_cycles=2, settle_s=2.0)
+               obs_rounds=1, obs_cycles=2, tput_cycles=2, settle_s=2.0)
 
 
 class Context:
@@ -266,11 +270,21 @@ def _warm_rounds(ctx: Context, agent, others: dict, request: bytes, make, server
             for k, v in workloads.count_kinds(responses[name]).items():
                 other_kinds[name][k] = other_kinds[name].get(k, 0) + v
         for c in cfg.concurrency:
-            clients = (cfg.client, "threads") if c == top and cfg.client != "threads" else (cfg.client,)
-            for client in clients:
-                # The one-CPU echo competes for the floor at the judged point only.
-                names = (*order, "echo1") if c == top and client == cfg.client and "echo1" in servers else order
+            # The one-CPU echo competes for the floor at the judged point only.
+            names = (*order, "echo1") if c == top and "echo1" in servers else order
+            if cfg.client == "aio":
+                # Short alternating windows from one client process, so that a
+                # swing of the host's load hits every server alike.
+                progress(f"round {r + 1}/{cfg.rounds}: {', '.join(names)} throughput, {c} in flight (aio), "
+                         f"{cfg.tput_cycles} cycles of {cfg.tput_window_s:g} s windows")
+                got_tput = measured(f"warm throughput {c} (aio)", lambda: loadgen.measure_throughput_interleaved(
+                    {name: servers[name][1] for name in names}, make, c, cfg.tput_window_s, cfg.tput_cycles,
+                    cfg.tput_window_warmup_s, {name: servers[name][2] for name in names}))
                 for name in names:
+                    tput.setdefault((name, c, "aio"), []).append(got_tput[name])
+            clients = ("threads",) if c == top or cfg.client == "threads" else ()
+            for client in clients:
+                for name in (names if client == cfg.client else order):
                     progress(f"round {r + 1}/{cfg.rounds}: {name} throughput, {c} in flight ({client})")
                     _, target, inspect = servers[name]
                     res = measured(f"{name} throughput {c} ({client})", lambda: loadgen.measure_throughput(
