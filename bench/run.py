@@ -79,13 +79,13 @@ class Config:
     block: int = 200              # ... taken in alternating blocks of this many
     warmup_calls: int = 200
     seconds: float = 3.0          # measured window of one throughput run
+    warmup_s: float = 1.0         # load before the window opens
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    client: str = "aio"           # throughput client of record; "threads" is measured too at max concurrency
     # Warm throughput (aio client): servers loaded in turn, in short windows.
     tput_cycles: int = 6
     tput_window_s: float = 0.5
     tput_window_warmup_s: float = 0.1
-    warmup_s: float = 1.0         # load before the window opens
-    concurrency: tuple[int, ...] = (1, 8, 32)
-    client: str = "aio"           # throughput client of record; "threads" is measured too at max concurrency
     cold_samples: int = 120
     cold_settle_s: float = 0.05
     prewarm_samples: int = 110    # per function: prewarmed 1769 MB, prewarmed 128 MB, cold with stem cells on

@@ -41,9 +41,9 @@ FOLLOW_QUEUE = 10_000
 _REPORT = ("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t"
            "Max Memory Used: %d MB")
 # The same platform lines as whole records (``LogStore._record`` of the texts
-# above), formatted in one step: they are written for every invocation. A
-# request id is a UUID and a version "$LATEST" or digits: nothing to escape
-# but the tabs, which the templates carry escaped.
+# above), formatted in one step: they are written for every invocation. The
+# templates carry their tabs escaped; a request id is a UUID, with nothing to
+# escape; the version and an error type are escaped where they are filled in.
 _START_RECORD = b'{"t": %s, "r": "%s", "s": "platform", "m": "START RequestId: %s Version: %s"}\n'
 _END_REPORT_RECORDS = (
     b'{"t": %s, "r": "%s", "s": "platform", "m": "END RequestId: %s"}\n'
