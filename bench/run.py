@@ -94,8 +94,8 @@ class Config:
     burst_size: int = 100
     bursts: int = 3               # of the no-op burst; one fewer of the sleeping one
     idle_envs: int = 20
-    # Observability: a few % between agents needs more rounds than warm; each
-    # round draws fresh agent processes, which differ by a few % on their own.
+    # Observability: telling a few % apart needs more rounds than warm (each
+    # round draws four fresh agent processes).
     obs_rounds: int = 9
     obs_cycles: int = 8           # observability throughput: A B C D D C B A ... windows per round
     obs_window_s: float = 0.5
