@@ -38,18 +38,16 @@ FLUSH_INTERVAL_S = 0.2
 MAX_OPEN_FILES = 128          # log files kept open; the least recently written is closed
 WRITE_AT = 256 * 1024         # a function's waiting bytes that are written before the flush
 FOLLOW_QUEUE = 10_000
-_REPORT = ("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t"
-           "Max Memory Used: %d MB")
-# The same platform lines as whole records (``LogStore._record`` of the texts
-# above), formatted in one step: they are written for every invocation. The
-# templates carry their tabs escaped; a request id is a UUID, with nothing to
-# escape; the version and an error type are escaped where they are filled in.
+# The platform lines as whole JSON records (the form ``LogStore._record``
+# gives any line), formatted in one step: they are written for every
+# invocation. The templates carry their tabs escaped; a request id is a UUID,
+# with nothing to escape; the version and an error type are escaped where
+# they are filled in. A reader who wants the texts decodes them (_messages).
 _START_RECORD = b'{"t": %s, "r": "%s", "s": "platform", "m": "START RequestId: %s Version: %s"}\n'
 _END_REPORT_RECORDS = (
     b'{"t": %s, "r": "%s", "s": "platform", "m": "END RequestId: %s"}\n'
     b'{"t": %s, "r": "%s", "s": "platform", "m": "REPORT RequestId: %s\\tDuration: %.2f ms\\t'
     b'Billed Duration: %d ms\\tMemory Size: %d MB\\tMax Memory Used: %d MB%s"}\n')
-
 
 def _stamp(t_ns: int) -> bytes:
     """Unix seconds with microseconds, from integers: repr() of a float
@@ -57,8 +55,14 @@ def _stamp(t_ns: int) -> bytes:
     return b"%d.%06d" % divmod(t_ns // 1000, 1_000_000)
 
 
-def _start_line(request_id: str, version: str) -> str:
-    return f"START RequestId: {request_id} Version: {version}"
+def _start_record(request_id: str, version: str, t_ns: int) -> bytes:
+    rid = request_id.encode()
+    return _START_RECORD % (_stamp(t_ns), rid, rid, _escape(version)[1:-1].encode())
+
+
+def _messages(records: bytes) -> list[str]:
+    """The texts of records as written (for captures and followers)."""
+    return [json.loads(line)["m"] for line in records.splitlines()]
 
 
 def _seconds(t_ns: int) -> float:
@@ -184,7 +188,7 @@ class LogStore:
         happened."""
         record = (function, request_id, self._pending_start.pop(request_id, None), time.time_ns(), duration_ns,
                   billed_ms, memory_mb, peak_mb, init_us, error_type)
-        if request_id in self._captures or self._followers.get(function):
+        if self._read_live(function, request_id):
             self._materialise()
             self._write_platform(record)
             return
@@ -198,27 +202,21 @@ class LogStore:
 
     def _write_platform(self, record: tuple) -> None:
         function, request_id, pending, now, duration_ns, billed_ms, memory_mb, peak_mb, init_us, error_type = record
-        if request_id not in self._captures and not self._followers.get(function):
-            # Nobody reads these lines as text: straight to bytes.
-            rid, stamp = request_id.encode(), _stamp(now)
-            extra = b"\\tInit Duration: %.2f ms" % (init_us / 1000) if init_us else b""
-            if error_type:
-                extra += b"\\tStatus: error\\tError Type: " + _escape(error_type)[1:-1].encode()
-            data = _END_REPORT_RECORDS % (stamp, rid, rid, stamp, rid, rid, duration_ns / 1e6, billed_ms,
-                                          memory_mb, peak_mb, extra)
-            if pending:
-                data = _START_RECORD % (_stamp(pending[1]), rid, rid, _escape(pending[0])[1:-1].encode()) + data
-            self._write(function, data)
-            return
-        report = _REPORT % (request_id, duration_ns / 1e6, billed_ms, memory_mb, peak_mb)
-        if init_us:
-            report += "\tInit Duration: %.2f ms" % (init_us / 1000)
+        rid, stamp = request_id.encode(), _stamp(now)
+        extra = b"\\tInit Duration: %.2f ms" % (init_us / 1000) if init_us else b""
         if error_type:
-            report += "\tStatus: error\tError Type: " + error_type
-        lines = [(pending[1], _start_line(request_id, pending[0]))] if pending else []
-        lines += [(now, f"END RequestId: {request_id}"), (now, report)]
-        self._write(function, b"".join(self._record(t, request_id, "platform", text) for t, text in lines))
-        self._after_write(function, request_id, "platform", [text for _, text in lines], _seconds(now))
+            extra += b"\\tStatus: error\\tError Type: " + _escape(error_type)[1:-1].encode()
+        data = _END_REPORT_RECORDS % (stamp, rid, rid, stamp, rid, rid, duration_ns / 1e6, billed_ms, memory_mb,
+                                      peak_mb, extra)
+        if pending:
+            data = _start_record(request_id, pending[0], pending[1]) + data
+        self._write(function, data)
+        if self._read_live(function, request_id):
+            self._after_write(function, request_id, "platform", _messages(data), _seconds(now))
+
+    def _read_live(self, function: str, request_id: str) -> bool:
+        """Whether a LogType Tail capture or a follower reads this line as it is written."""
+        return request_id in self._captures or bool(self._followers.get(function))
 
     def discard(self, request_id: str) -> None:
         """Forgets a START that will never be finished (the call failed in the agent)."""
@@ -251,9 +249,10 @@ class LogStore:
             self._materialise()
         if request_id in self._pending_start:
             version, t = self._pending_start.pop(request_id)
-            start_line = _start_line(request_id, version)
-            self._write(function, self._record(t, request_id, "platform", start_line))
-            self._after_write(function, request_id, "platform", [start_line], _seconds(t))
+            data = _start_record(request_id, version, t)
+            self._write(function, data)
+            self._after_write(function, request_id, "platform",
+                              _messages(data) if self._read_live(function, request_id) else [], _seconds(t))
         text = raw.decode("utf-8", "replace")
         now = time.time_ns()
         parts = [text[i:i + MAX_LINE] for i in range(0, max(len(text), 1), MAX_LINE)]

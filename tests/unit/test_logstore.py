@@ -113,9 +113,10 @@ def test_a_quiet_function_holds_no_buffer_and_large_output_is_written_before_the
     asyncio.run(scenario())
 
 
-def test_platform_records_are_the_same_bytes_whether_or_not_someone_reads_them(tmp_path):
-    """Unread platform lines go straight to bytes; lines a capture or a
-    follower reads are built as text first. Both must write the same file."""
+def test_platform_records_are_the_same_whether_or_not_someone_reads_them(tmp_path):
+    """Platform lines go to the file as bytes; a capture (or a follower)
+    also gets their texts. The file must not depend on whether someone
+    reads, and the texts read must be the file's, escapes undone."""
     records = [
         ("fn", RID_A, ("$LATEST", 1_700_000_000_123_456_789), 1_700_000_000_987_654_321, 1_234_567, 2, 128, 40,
          15_500, 'Function.Fail"ed\tnaïve'),
@@ -128,9 +129,12 @@ def test_platform_records_are_the_same_bytes_whether_or_not_someone_reads_them(t
         read.start_capture(record[1])
         unread._write_platform(record)
         read._write_platform(record)
-        assert read.end_capture(record[1])
+        captured = read.end_capture(record[1]).splitlines()
         unread.flush()
         read.flush()
-        assert (unread.root / "fn.log").read_bytes() == (read.root / "fn.log").read_bytes()
+        written = (unread.root / "fn.log").read_bytes()
+        assert written == (read.root / "fn.log").read_bytes()
+        assert captured == [json.loads(line)["m"] for line in written.splitlines()]
+        assert captured[-1].endswith(("Error Type: " + record[9]) if record[9] else "Max Memory Used: %d MB" % record[7])
         unread.close()
         read.close()
