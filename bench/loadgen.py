@@ -215,9 +215,10 @@ def measure_throughput_interleaved(targets: dict[str, Target], make_request: Cal
 
 
 def _in_child(fn, *args, timeout: float, what: str):
+    """``fn(*args)`` in a spawned process; its result, or its error raised here."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=fn, args=(child, *args), daemon=True)
+    proc = ctx.Process(target=_report, args=(child, fn, *args), daemon=True)
     proc.start()
     child.close()
     try:
@@ -234,27 +235,27 @@ def _in_child(fn, *args, timeout: float, what: str):
     return result
 
 
-def _child(conn, target, make_request, concurrency, seconds, warmup_s, client, inspect) -> None:
+def _report(conn, fn, *args) -> None:
     try:
-        requests = [make_request(i) for i in range(concurrency)]
-        run = _run_aio if client == "aio" else _run_threads
-        start, end, per_slot, errors = run(target, requests, warmup_s, seconds)
-        conn.send(_result(client, concurrency, start, end, per_slot, errors, inspect))
+        conn.send(fn(*args))
     except BaseException as exc:  # reported to the parent instead of a silent exit code
         conn.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
 
 
-def _interleaved_child(conn, targets, make_request, concurrency, window_s, cycles, warmup_s, inspect) -> None:
-    try:
-        requests = [make_request(i) for i in range(concurrency)]
-        gc.disable()
-        conn.send(asyncio.run(_interleaved(targets, requests, window_s, cycles, warmup_s, inspect)))
-    except BaseException as exc:
-        conn.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
+def _child(target, make_request, concurrency, seconds, warmup_s, client, inspect) -> ThroughputResult:
+    requests = [make_request(i) for i in range(concurrency)]
+    run = _run_aio if client == "aio" else _run_threads
+    start, end, per_slot, errors = run(target, requests, warmup_s, seconds)
+    return _result(client, concurrency, start, end, per_slot, errors, inspect)
+
+
+def _interleaved_child(targets, make_request, concurrency, window_s, cycles, warmup_s, inspect
+                       ) -> dict[str, ThroughputResult]:
+    requests = [make_request(i) for i in range(concurrency)]
+    gc.disable()  # as in measure_latency: no collector pauses billed to the servers
+    return asyncio.run(_interleaved(targets, requests, window_s, cycles, warmup_s, inspect))
 
 
 async def _interleaved(targets, requests, window_s, cycles, warmup_s, inspect) -> dict[str, ThroughputResult]:
