@@ -15,7 +15,8 @@ Reusable by every benchmark section:
 ``measure_throughput(target, make_request, concurrency, seconds)``
     Keeps ``concurrency`` calls in flight for ``seconds`` from a *separate
     process* (multiprocessing, spawn) and returns completed calls per second
-    plus the per-call latencies under load. A separate process so that the
+    plus the per-call latencies under load (and, for a target that names its
+    process, that process's CPU time inside the window). A separate process so that the
     client's CPU time does not share a GIL with the benchmark orchestrator,
     and so that client state (channels, threads) cannot leak between runs.
 
@@ -40,6 +41,8 @@ from collections import Counter
 from typing import Callable
 
 import grpc
+
+from host import cpu_ns
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
@@ -83,6 +86,7 @@ class Target:
 
     address: str
     method: str
+    pid: int = 0                # the server's process: its CPU time is metered per window (0: not metered)
 
 
 @dataclasses.dataclass
@@ -94,6 +98,11 @@ class ThroughputResult:
     seconds: float              # length of the measured window
     latency_ns: list[int]       # each call completed inside the window
     labels: dict[str, int]      # inspect(response) -> count, e.g. start kinds
+    server_cpu_ns: int = 0      # CPU time of the target's process (all threads) inside the window
+
+    @property
+    def server_cpu_us_per_call(self) -> float:
+        return self.server_cpu_ns / 1e3 / self.calls if self.calls else 0.0
 
     @property
     def rps(self) -> float:
@@ -111,7 +120,8 @@ class ThroughputResult:
             labels.update(r.labels)
         return cls(results[0].client, results[0].concurrency, sum(r.calls for r in results),
                    sum(r.errors for r in results), sum(r.seconds for r in results),
-                   [ns for r in results for ns in r.latency_ns], dict(labels))
+                   [ns for r in results for ns in r.latency_ns], dict(labels),
+                   sum(r.server_cpu_ns for r in results))
 
 
 # -- latency --------------------------------------------------------------------
@@ -247,8 +257,8 @@ def _report(conn, fn, *args) -> None:
 def _child(target, make_request, concurrency, seconds, warmup_s, client, inspect) -> ThroughputResult:
     requests = [make_request(i) for i in range(concurrency)]
     run = _run_aio if client == "aio" else _run_threads
-    start, end, per_slot, errors = run(target, requests, warmup_s, seconds)
-    return _result(client, concurrency, start, end, per_slot, errors, inspect)
+    start, end, per_slot, errors, cpu = run(target, requests, warmup_s, seconds)
+    return _result(client, concurrency, start, end, per_slot, errors, inspect, cpu)
 
 
 def _interleaved_child(targets, make_request, concurrency, window_s, cycles, warmup_s, inspect
@@ -270,16 +280,17 @@ async def _interleaved(targets, requests, window_s, cycles, warmup_s, inspect) -
         windows: dict[str, list[ThroughputResult]] = {name: [] for name in names}
         for cycle in range(cycles):
             for name in names if cycle % 2 == 0 else names[::-1]:
-                start, end, per_slot, errors = await _load(calls[name], requests, warmup_s, window_s)
+                start, end, per_slot, errors, cpu = await _load(calls[name], requests, warmup_s, window_s,
+                                                                targets[name].pid)
                 windows[name].append(_result("aio", len(requests), start, end, per_slot, errors,
-                                             (inspect or {}).get(name)))
+                                             (inspect or {}).get(name), cpu))
         return {name: ThroughputResult.pooled(w) for name, w in windows.items()}
     finally:
         for channel in channels.values():
             await channel.close()
 
 
-def _result(client, concurrency, start, end, per_slot, errors, inspect) -> ThroughputResult:
+def _result(client, concurrency, start, end, per_slot, errors, inspect, server_cpu_ns: int = 0) -> ThroughputResult:
     """The calls of ``per_slot`` that completed inside [start, end]."""
     latency, labels = [], Counter()
     for samples in per_slot:
@@ -288,7 +299,8 @@ def _result(client, concurrency, start, end, per_slot, errors, inspect) -> Throu
                 latency.append(t_end - t_start)
                 if inspect is not None:
                     labels[inspect(resp)] += 1
-    return ThroughputResult(client, concurrency, len(latency), errors, (end - start) / 1e9, latency, dict(labels))
+    return ThroughputResult(client, concurrency, len(latency), errors, (end - start) / 1e9, latency, dict(labels),
+                            server_cpu_ns)
 
 
 def _window(warmup_s: float, seconds: float) -> tuple[int, int]:
@@ -297,11 +309,18 @@ def _window(warmup_s: float, seconds: float) -> tuple[int, int]:
     return start, start + int(seconds * 1e9)
 
 
-async def _load(call, requests: list[bytes], warmup_s: float, seconds: float):
+async def _load(call, requests: list[bytes], warmup_s: float, seconds: float, pid: int = 0):
     """Keeps one call per request in flight on ``call`` until the window
-    closes; returns (start, end, per-slot samples, errors)."""
+    closes; returns (start, end, per-slot samples, errors, CPU ns of process
+    ``pid`` inside the window: 0 without one)."""
     start, end = _window(warmup_s, seconds)
     errors = 0
+
+    async def meter() -> int:
+        await asyncio.sleep(max(0.0, (start - time.perf_counter_ns()) / 1e9))
+        before = cpu_ns(pid)
+        await asyncio.sleep(max(0.0, (end - time.perf_counter_ns()) / 1e9))
+        return cpu_ns(pid) - before
 
     async def slot(req: bytes) -> list:
         nonlocal errors
@@ -320,8 +339,9 @@ async def _load(call, requests: list[bytes], warmup_s: float, seconds: float):
             if t1 >= start:
                 samples.append((t0, t1, resp))
 
+    metering = asyncio.ensure_future(meter()) if pid else None
     per_slot = await asyncio.gather(*(slot(r) for r in requests))
-    return start, end, per_slot, errors
+    return start, end, per_slot, errors, (await metering if metering is not None else 0)
 
 
 def _run_aio(target: Target, requests: list[bytes], warmup_s: float, seconds: float):
@@ -329,7 +349,7 @@ def _run_aio(target: Target, requests: list[bytes], warmup_s: float, seconds: fl
         async with grpc.aio.insecure_channel(target.address, options=CHANNEL_OPTIONS) as channel:
             await asyncio.wait_for(channel.channel_ready(), 30)
             call = channel.unary_unary(target.method, request_serializer=None, response_deserializer=None)
-            return await _load(call, requests, warmup_s, seconds)
+            return await _load(call, requests, warmup_s, seconds, target.pid)
 
     gc.disable()  # as in measure_latency: no collector pauses billed to the server
     return asyncio.run(main())
@@ -359,11 +379,20 @@ def _run_threads(target: Target, requests: list[bytes], warmup_s: float, seconds
             if t1 >= start:
                 samples.append((t0, t1, resp))
 
+    def meter() -> None:
+        time.sleep(max(0.0, (start - time.perf_counter_ns()) / 1e9))
+        before = cpu_ns(target.pid)
+        time.sleep(max(0.0, (end - time.perf_counter_ns()) / 1e9))
+        used[0] = cpu_ns(target.pid) - before
+
     gc.disable()
+    used = [0]
     threads = [threading.Thread(target=slot, args=(i,), daemon=True) for i in range(len(requests))]
+    if target.pid:
+        threads.append(threading.Thread(target=meter, daemon=True))
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     channel.close()
-    return start, end, per_slot, sum(errors)
+    return start, end, per_slot, sum(errors), used[0]

@@ -86,7 +86,8 @@ def _measure(cfg) -> tuple:
         progress(f"observability round {r + 1}/{cfg.obs_rounds}: starting four agents")
         agents = _start_agents(order)
         try:
-            targets = {k: loadgen.Target(a.target, workloads.INVOKE_METHOD) for k, a in agents.items()}
+            targets = {k: loadgen.Target(a.target, workloads.INVOKE_METHOD, a.proc.proc.pid)
+                       for k, a in agents.items()}
             calls = {k: (lambda a=a: a.invoke_raw(request)) for k, a in agents.items()}
             for key, agent in agents.items():
                 for _ in range(8):
@@ -146,11 +147,14 @@ def _section(cfg, latency, tput, kinds, logged, counted, envs, agent_us, cleanup
     rows = [summary_row(f"{LABELS[k]}, concurrency 1", pooled[k]) for k in latency]
     halves = []
     cpu = {k: statistics.median(v) for k, v in agent_us.items()}
+    loaded = {k: statistics.median(r.server_cpu_us_per_call for r in tput[k]) for k in tput}
     for key in latency:
         lo, ro = _overheads(latency, tput, key)
         halves.append([LABELS[key], f"{statistics.median(lo):+.1%}", ", ".join(f"{x:+.1%}" for x in lo),
                        f"{statistics.median(r.rps for r in tput[key]):,.0f}", f"{statistics.median(ro):+.1%}",
-                       ", ".join(f"{x:+.1%}" for x in ro), f"{cpu[key]:.0f}", f"{cpu[key] - cpu['off']:+.0f}"])
+                       ", ".join(f"{x:+.1%}" for x in ro), f"{cpu[key]:.0f}", f"{cpu[key] - cpu['off']:+.0f}",
+                       f"{loaded[key]:.0f}", f"{loaded[key] - loaded['off']:+.0f} "
+                       f"({loaded[key] / loaded['off'] - 1:+.1%})"])
     straddle = [name for name, over in (("latency", lat_over), ("throughput", rps_over))
                 if min(over) < GOAL < max(over)]
     rounds = []
@@ -215,14 +219,18 @@ def _section(cfg, latency, tput, kinds, logged, counted, envs, agent_us, cleanup
                 f"OFF calls/s @{IN_FLIGHT}", "throughput overhead", "ON p50 under load", "OFF p50 under load"],
                rounds, "ON vs OFF per round (latency in ms)."),
          Table(["vs OFF", "p50 overhead (median)", "per round", f"calls/s @{IN_FLIGHT} (median)",
-                "throughput overhead (median)", "per round", "agent CPU µs per call", "vs OFF"], halves,
-               "Which half costs what. Agent CPU: the agent process's CPU time (all threads, schedstat) over each "
-               "round's latency phase, per Invoke it served; median of rounds.")],
+                "throughput overhead (median)", "per round", "agent CPU µs per call, concurrency 1", "vs OFF",
+                f"agent CPU µs per call @{IN_FLIGHT}", "vs OFF"], halves,
+               "Which half costs what. Agent CPU: the agent process's CPU time (all threads, schedstat) per Invoke "
+               "it served, over each round's latency phase (concurrency 1, where the agent also polls for "
+               f"replies) and over its throughput windows ({IN_FLIGHT} in flight, read by the client at each "
+               "window's edges); median of rounds.")],
         targets,
         {"latency_overhead": lat, "throughput_overhead": rps, "latency_rounds": lat_over, "throughput_rounds": rps_over,
          "on": dataclasses.asdict(pooled["on"]), "off": dataclasses.asdict(pooled["off"]),
          "rps": {k: [r.rps for r in tput[k]] for k in tput}, "log_bytes": logged, "metrics_invocations": counted,
          "p50_us": {k: [Summary.of(r).p50_us for r in latency[k]] for k in latency},
          "agent_cpu_us_per_call": agent_us,
+         "agent_cpu_us_per_call_loaded": {k: [r.server_cpu_us_per_call for r in tput[k]] for k in tput},
          "halves": {k: dict(zip(("latency", "throughput"), _overheads(latency, tput, k))) for k in latency
                     if k != "off"}})

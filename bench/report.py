@@ -112,11 +112,13 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
                 labels[k] = labels.get(k, 0) + v
         label = {"echo": "echo (floor)", "echo1": "echo, threads on one CPU (floor)", "warm": "warm Invoke",
                  "dry": "DRY_RUN Invoke (no sandbox)"}[name]
+        cpu = statistics.median(r.server_cpu_us_per_call for r in runs)
         tput_rows.append([label, str(c), client, f"{statistics.median(rps):,.0f}",
                           " / ".join(f"{x:,.0f}" for x in rps), ms(lat.p50_us), ms(lat.p99_us),
-                          str(sum(r.errors for r in runs)), _kinds(labels)])
+                          f"{cpu:.0f}" if cpu else "-", str(sum(r.errors for r in runs)), _kinds(labels)])
         tput_data[f"{name}/{c}/{client}"] = {"rps_median": statistics.median(rps), "rps_rounds": rps,
-                                             "latency": dataclasses.asdict(lat), "labels": labels}
+                                             "latency": dataclasses.asdict(lat), "labels": labels,
+                                             "server_cpu_us_per_call": cpu}
     ratio_goal_lat, ratio_goal_rps = 1.25, 0.7
     targets = [
         TargetCheck("Warm Invoke p50 vs echo p50 (concurrency 1)", f"≤ {ratio_goal_lat}× echo",
@@ -168,6 +170,7 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
         "no sandbox work can win back; a warm call adds the round trip to its environment and its accounting "
         "(CPU and memory reads, usage, platform log lines) on top.",
         _inside_note(warm_all, dry_all, inside_p50, wakeup_us),
+        *_cpu_note(tput_data, top, cfg.client),
     ]
     return Section(
         "warm", "Floor (gRPC echo) and warm Invoke", notes,
@@ -179,8 +182,10 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
                 "throughput ratio"], per_round,
                "Per round (latency in ms); ratios against the faster echo placement of the round."),
          Table(["server", "in flight", "client", "calls/s (median)", "calls/s per round", "p50 ms",
-                "p99 ms", "errors", "start kinds"], tput_rows,
-               "Throughput; p50/p99 are the latency of each call under that load, rounds pooled.")],
+                "p99 ms", "server CPU µs per call", "errors", "start kinds"], tput_rows,
+               "Throughput; p50/p99 are the latency of each call under that load, rounds pooled. Server CPU: "
+               "the server process's CPU time (all threads, schedstat) inside the counted windows per call "
+               "completed in them, median of rounds; the sandboxes' CPU is not in it.")],
         targets,
         {"echo": dataclasses.asdict(echo_all), "warm": dataclasses.asdict(warm_all),
          **{f"latency_{name.replace('-', '_')}": dataclasses.asdict(pooled[name]) for name in pooled},
@@ -194,6 +199,24 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
                             for k, (p, t, ns) in throttling.items()},
          "_echo_ns": [x for r in latency["echo"] for x in r], "_warm_ns": [x for r in latency["warm"] for x in r],
          "_nopoll_ns": [x for r in latency["warm-nopoll"] for x in r], "_dry_ns": [x for r in latency["dry"] for x in r]})
+
+
+def _cpu_note(tput_data: dict, top: int, client: str) -> list[str]:
+    """What each server spends per call at the top concurrency (none when
+    the windows were not metered)."""
+    cpu = {name: tput_data.get(f"{name}/{top}/{client}", {}).get("server_cpu_us_per_call", 0)
+           for name in ("echo", "echo1", "dry", "warm")}
+    if not cpu["warm"] or not cpu["echo"]:
+        return []
+    rps = {name: tput_data.get(f"{name}/{top}/{client}", {}).get("rps_median", 0) for name in cpu}
+    cheaper = min(v for k, v in cpu.items() if k.startswith("echo") and v)
+    names = {"echo": "echo", "echo1": "echo on one CPU", "dry": "DRY_RUN", "warm": "warm"}
+    busy = ", ".join(f"{names[name]} {rps[name] * cpu[name] / 1e6:.2f}" for name in cpu if cpu[name])
+    return [f"CPU per call at {top} in flight (`{client}`, the server process's own, median of rounds): echo "
+            f"{cpu['echo']:.0f} µs" + (f" (threads on one CPU: {cpu['echo1']:.0f} µs)" if cpu["echo1"] else "")
+            + f", DRY_RUN {cpu['dry']:.0f} µs, warm Invoke {cpu['warm']:.0f} µs. Each server is bound by about "
+            f"one CPU here (calls/s × CPU per call, in CPUs: {busy}), so the throughput ratio follows the ratio "
+            f"of CPU per call: {cheaper / cpu['warm']:.2f} for the cheaper echo against warm."]
 
 
 LATENCY_ROWS = {"echo": "echo (floor)", "echo1": "echo, threads on one CPU (floor)", "warm": "warm Invoke",

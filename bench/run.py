@@ -182,14 +182,14 @@ def section_warm(ctx: Context) -> Section:
     dry_request = workloads.dry_run_request(workloads.WARM_FUNCTION)
     if invoker_pb2.InvokeResponse.FromString(agent.invoke_raw(dry_request)).status_code != 204:
         raise RuntimeError("a DRY_RUN Invoke was not answered 204")
+    # Each target names its process: the throughput windows meter its CPU time.
+    at_agent = loadgen.Target(agent.target, workloads.INVOKE_METHOD, agent.proc.proc.pid)
     servers = {
-        "echo": (lambda: echo_call(request), loadgen.Target(echo.target, echo_server.METHOD), None),
+        "echo": (lambda: echo_call(request), loadgen.Target(echo.target, echo_server.METHOD, echo.proc.pid), None),
         **_echo_one_cpu(ctx, request),
-        "warm": (lambda: agent.invoke_raw(request), loadgen.Target(agent.target, workloads.INVOKE_METHOD),
-                 workloads.start_kind),
+        "warm": (lambda: agent.invoke_raw(request), at_agent, workloads.start_kind),
         # The agent of record answering DRY_RUN: the API layer without the sandbox.
-        "dry": (lambda: agent.invoke_raw(dry_request), loadgen.Target(agent.target, workloads.INVOKE_METHOD),
-                None),
+        "dry": (lambda: agent.invoke_raw(dry_request), at_agent, None),
     }
     top = max(cfg.concurrency)
     # Concurrent load grows the pool slowly (a new environment only when every
@@ -227,7 +227,7 @@ def _echo_one_cpu(ctx: Context, request: bytes) -> dict:
     call = loadgen.raw_unary(channel, echo_server.METHOD)
     if call(request) != request:
         raise RuntimeError("echo server (one CPU) did not echo")
-    return {"echo1": (lambda: call(request), loadgen.Target(echo1.target, echo_server.METHOD), None)}
+    return {"echo1": (lambda: call(request), loadgen.Target(echo1.target, echo_server.METHOD, echo1.proc.pid), None)}
 
 
 def _warm_rounds(ctx: Context, agent, others: dict, request: bytes, make, servers, envs_before: int) -> Section:
