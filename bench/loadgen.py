@@ -16,9 +16,10 @@ Reusable by every benchmark section:
     Keeps ``concurrency`` calls in flight for ``seconds`` from a *separate
     process* (multiprocessing, spawn) and returns completed calls per second
     plus the per-call latencies under load (and, for a target that names its
-    process, that process's CPU time inside the window). A separate process so that the
-    client's CPU time does not share a GIL with the benchmark orchestrator,
-    and so that client state (channels, threads) cannot leak between runs.
+    process, that process's CPU time inside the window). A separate process
+    so that the client's CPU time does not share a GIL with the benchmark
+    orchestrator, and so that client state (channels, threads) cannot leak
+    between runs.
 
 ``measure_throughput_interleaved(targets, make_request, concurrency, window_s, cycles)``
     The same for several servers from one client process, in short
@@ -303,6 +304,15 @@ def _result(client, concurrency, start, end, per_slot, errors, inspect, server_c
                             server_cpu_ns)
 
 
+def _meter(pid: int, start: int, end: int) -> int:
+    """CPU ns that process ``pid`` used between the perf_counter instants
+    ``start`` and ``end`` (sleeps until each, in a thread of its own)."""
+    time.sleep(max(0.0, (start - time.perf_counter_ns()) / 1e9))
+    before = cpu_ns(pid)
+    time.sleep(max(0.0, (end - time.perf_counter_ns()) / 1e9))
+    return cpu_ns(pid) - before
+
+
 def _window(warmup_s: float, seconds: float) -> tuple[int, int]:
     now = time.perf_counter_ns()
     start = now + int(warmup_s * 1e9)
@@ -315,12 +325,6 @@ async def _load(call, requests: list[bytes], warmup_s: float, seconds: float, pi
     ``pid`` inside the window: 0 without one)."""
     start, end = _window(warmup_s, seconds)
     errors = 0
-
-    async def meter() -> int:
-        await asyncio.sleep(max(0.0, (start - time.perf_counter_ns()) / 1e9))
-        before = cpu_ns(pid)
-        await asyncio.sleep(max(0.0, (end - time.perf_counter_ns()) / 1e9))
-        return cpu_ns(pid) - before
 
     async def slot(req: bytes) -> list:
         nonlocal errors
@@ -339,7 +343,7 @@ async def _load(call, requests: list[bytes], warmup_s: float, seconds: float, pi
             if t1 >= start:
                 samples.append((t0, t1, resp))
 
-    metering = asyncio.ensure_future(meter()) if pid else None
+    metering = asyncio.ensure_future(asyncio.to_thread(_meter, pid, start, end)) if pid else None
     per_slot = await asyncio.gather(*(slot(r) for r in requests))
     return start, end, per_slot, errors, (await metering if metering is not None else 0)
 
@@ -380,10 +384,7 @@ def _run_threads(target: Target, requests: list[bytes], warmup_s: float, seconds
                 samples.append((t0, t1, resp))
 
     def meter() -> None:
-        time.sleep(max(0.0, (start - time.perf_counter_ns()) / 1e9))
-        before = cpu_ns(target.pid)
-        time.sleep(max(0.0, (end - time.perf_counter_ns()) / 1e9))
-        used[0] = cpu_ns(target.pid) - before
+        used[0] = _meter(target.pid, start, end)
 
     gc.disable()
     used = [0]
