@@ -110,8 +110,7 @@ def warm_section(cfg, latency: dict[str, list[list[int]]],
         for r in runs:
             for k, v in r.labels.items():
                 labels[k] = labels.get(k, 0) + v
-        label = {"echo": "echo (floor)", "echo1": "echo, threads on one CPU (floor)", "warm": "warm Invoke",
-                 "dry": "DRY_RUN Invoke (no sandbox)"}[name]
+        label = LATENCY_ROWS[name]
         cpu = statistics.median(r.server_cpu_us_per_call for r in runs)
         tput_rows.append([label, str(c), client, f"{statistics.median(rps):,.0f}",
                           " / ".join(f"{x:,.0f}" for x in rps), ms(lat.p50_us), ms(lat.p99_us),
@@ -210,8 +209,7 @@ def _cpu_note(tput_data: dict, top: int, client: str) -> list[str]:
         return []
     rps = {name: tput_data.get(f"{name}/{top}/{client}", {}).get("rps_median", 0) for name in cpu}
     cheaper = min(v for k, v in cpu.items() if k.startswith("echo") and v)
-    names = {"echo": "echo", "echo1": "echo on one CPU", "dry": "DRY_RUN", "warm": "warm"}
-    busy = ", ".join(f"{names[name]} {rps[name] * cpu[name] / 1e6:.2f}" for name in cpu if cpu[name])
+    busy = "; ".join(f"{LATENCY_ROWS[name]} {rps[name] * cpu[name] / 1e6:.2f}" for name in cpu if cpu[name])
     return [f"CPU per call at {top} in flight (`{client}`, the server process's own, median of rounds): echo "
             f"{cpu['echo']:.0f} µs" + (f" (threads on one CPU: {cpu['echo1']:.0f} µs)" if cpu["echo1"] else "")
             + f", DRY_RUN {cpu['dry']:.0f} µs, warm Invoke {cpu['warm']:.0f} µs. Each server is bound by about "
